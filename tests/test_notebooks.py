@@ -1,6 +1,6 @@
-"Run every notebook in nbs/ as a test, through nbdev's runner (one pytest test per notebook).
+"""Run every notebook in nbs/ as a test, through nbdev's runner (one pytest test per notebook).
 
-Cells flagged `#| slow` are skipped unless MATHNB_SLOW=1 is set (the full-size runs)."
+Cells flagged `#| slow` are skipped unless MATHNB_SLOW=1 is set (the full-size runs)."""
 import os
 from pathlib import Path
 import pytest
