@@ -1,0 +1,93 @@
+"""`mathnb-app` in a real browser: serve the app with Voila on loopback, open it in headless Chromium, solve a problem.
+
+Uses the system Chromium (/usr/bin/chromium) through playwright; no browser download. With
+MATHNB_SLOW=1 the screenshot is also saved to figures/solver_app.png for the docs."""
+import os, shutil, signal, socket, subprocess, sys, time, urllib.error, urllib.request
+from pathlib import Path
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_solver_cli import trained_model, cli, ROOT
+
+CHROMIUM = Path('/usr/bin/chromium')
+ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+        '--disable-component-update', '--disable-sync']
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc, timeout: float = 90) -> None:
+    "Wait until the server at `url` answers (any HTTP status), or fail if it dies or `timeout` passes."
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None: raise AssertionError(f'mathnb-app exited with status {proc.returncode}')
+        try:
+            with urllib.request.urlopen(url, timeout=5): return
+        except urllib.error.HTTPError: return
+        except OSError: time.sleep(0.5)
+    raise AssertionError(f'{url} did not answer within {timeout:.0f}s')
+
+
+@pytest.fixture
+def server(tmp_path):
+    "`mathnb-app --model <small model> --port <free port>`, killed (with its kernels) at teardown."
+    model, port = trained_model(), free_port()
+    log = open(tmp_path/'server.log', 'w')
+    proc = subprocess.Popen(cli('mathnb-app') + ['--model', str(model), '--port', str(port)], stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        try: wait_http(f'http://127.0.0.1:{port}/voila/static/favicon.ico', proc)   # static: starts no kernel
+        except AssertionError as e: raise AssertionError(f"{e}\n{(tmp_path/'server.log').read_text()[-3000:]}") from None
+        yield f'http://127.0.0.1:{port}/', model
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)        # Voila, and the kernels it started in its session
+            try: proc.wait(15)
+            except subprocess.TimeoutExpired: os.killpg(proc.pid, signal.SIGKILL); proc.wait(10)
+        log.close()
+
+
+def test_listens_on_loopback_only(server):
+    url, _ = server
+    port = int(url.rstrip('/').rsplit(':', 1)[1])
+    addrs = {a[4][0] for a in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)} - {'127.0.0.1'}
+    for host in addrs:                                   # not reachable on the machine's other addresses
+        with socket.socket() as s:
+            s.settimeout(2)
+            assert s.connect_ex((host, port)) != 0, f'app reachable on {host}'
+
+
+def test_solve_in_browser(server, tmp_path):
+    if not CHROMIUM.exists(): pytest.skip(f'{CHROMIUM} not found (apt-get install chromium)')
+    from playwright.sync_api import sync_playwright, expect
+    from mathnb.solver import Solver
+    url, model = server
+    solver = Solver(model)
+    prompt = next((q for q in ['23+45=', '12+34=', '50+21=', '33+44=', '61+17='] if solver.solve(q).correct), '23+45=')
+    sol = solver.solve(prompt)
+    shot = tmp_path/'solver_app.png'
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={'width': 1000, 'height': 900})
+            page.goto(url, timeout=90_000)
+            box = page.locator('.widget-text input').first      # appears once the kernel has run the app
+            box.wait_for(state='visible', timeout=90_000)
+            box.fill(prompt)
+            page.locator('button', has_text='Solve').first.click()
+            answer = page.locator('.mathnb-answer').first
+            expect(answer).to_contain_text(f'{prompt[:-1]} = {sol.expected}', timeout=60_000)
+            expect(answer).to_contain_text(sol.answer)
+            if sol.correct: expect(answer).to_contain_text('✓ correct')
+            expect(page.locator('.mathnb-steps').first).to_contain_text(sol.steps[0].text)
+            expect(page.locator('.widget-output img').first).to_be_visible(timeout=30_000)   # the attention heatmap
+            page.screenshot(path=str(shot), full_page=True)
+        finally: browser.close()
+    assert shot.stat().st_size > 10_000
+    if os.environ.get('MATHNB_SLOW') == '1':
+        (ROOT/'figures').mkdir(exist_ok=True)
+        shutil.copy(shot, ROOT/'figures'/'solver_app.png')
