@@ -170,8 +170,15 @@ def test_app_cli_port_in_use(model_dir):
     assert r.returncode == 2 and r.stderr.count('\n') == 1 and 'is in use' in r.stderr, r.stderr
 
 
-def test_no_model_message():
-    from mathnb.solver import resolve_model_dir, default_model_dir
+def test_no_model_message(monkeypatch):
+    import mathnb.solver as solver
     from mathnb.model import ModelLoadError
-    if default_model_dir() is not None: pytest.skip('this install ships a pretrained model')
-    with pytest.raises(ModelLoadError, match='mathnb-train'): resolve_model_dir()
+    monkeypatch.setattr(solver, 'default_model_dir', lambda: None)    # as if no pretrained model were shipped
+    with pytest.raises(ModelLoadError, match='mathnb-train'): solver.resolve_model_dir()
+
+
+def test_shipped_model_solves():
+    from mathnb.solver import Solver, default_model_dir
+    assert default_model_dir() is not None, 'the package ships mathnb/pretrained/add3-cot'
+    sol = Solver().solve('658+189=')
+    assert sol.answer == '847' and sol.correct
