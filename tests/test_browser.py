@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_solver_cli import trained_model, cli, ROOT
+from conftest import cli, ROOT
 
 CHROMIUM = Path('/usr/bin/chromium')
 ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
@@ -34,15 +34,15 @@ def wait_http(url: str, proc, timeout: float = 90) -> None:
 
 @pytest.fixture
 def server(tmp_path):
-    "`mathnb-app --model <small model> --port <free port>`, killed (with its kernels) at teardown."
-    model, port = trained_model(), free_port()
+    "`mathnb-app --port <free port>` (the shipped model), killed (with its kernels) at teardown."
+    port = free_port()
     log = open(tmp_path/'server.log', 'w')
-    proc = subprocess.Popen(cli('mathnb-app') + ['--model', str(model), '--port', str(port)], stdout=log,
+    proc = subprocess.Popen(cli('mathnb-app') + ['--port', str(port)], stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
         try: wait_http(f'http://127.0.0.1:{port}/voila/static/favicon.ico', proc)   # static: starts no kernel
         except AssertionError as e: raise AssertionError(f"{e}\n{(tmp_path/'server.log').read_text()[-3000:]}") from None
-        yield f'http://127.0.0.1:{port}/', model
+        yield f'http://127.0.0.1:{port}/'
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)        # Voila, and the kernels it started in its session
@@ -52,7 +52,7 @@ def server(tmp_path):
 
 
 def test_listens_on_loopback_only(server):
-    url, _ = server
+    url = server
     port = int(url.rstrip('/').rsplit(':', 1)[1])
     addrs = {a[4][0] for a in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)} - {'127.0.0.1'}
     for host in addrs:                                   # not reachable on the machine's other addresses
@@ -62,13 +62,11 @@ def test_listens_on_loopback_only(server):
 
 
 def test_solve_in_browser(server, tmp_path):
+    "Type a problem, click Solve: the shipped model's answer and every step check appear."
     if not CHROMIUM.exists(): pytest.skip(f'{CHROMIUM} not found (apt-get install chromium)')
     from playwright.sync_api import sync_playwright, expect
     from mathnb.solver import Solver
-    url, model = server
-    solver = Solver(model)
-    prompt = next((q for q in ['23+45=', '12+34=', '50+21=', '33+44=', '61+17='] if solver.solve(q).correct), '23+45=')
-    sol = solver.solve(prompt)
+    solver, url = Solver(), server
     shot = tmp_path/'solver_app.png'
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
@@ -77,13 +75,17 @@ def test_solve_in_browser(server, tmp_path):
             page.goto(url, timeout=90_000)
             box = page.locator('.widget-text input').first      # appears once the kernel has run the app
             box.wait_for(state='visible', timeout=90_000)
-            box.fill(prompt)
-            page.locator('button', has_text='Solve').first.click()
-            answer = page.locator('.mathnb-answer').first
-            expect(answer).to_contain_text(f'{prompt[:-1]} = {sol.expected}', timeout=60_000)
-            expect(answer).to_contain_text(sol.answer)
-            if sol.correct: expect(answer).to_contain_text('✓ correct')
-            expect(page.locator('.mathnb-steps').first).to_contain_text(sol.steps[0].text)
+            for prompt in ['23+45=', '658+189=']:
+                sol = solver.solve(prompt)
+                assert sol.correct, sol.report()
+                box.fill(prompt)
+                page.locator('button', has_text='Solve').first.click()
+                answer = page.locator('.mathnb-answer').first
+                expect(answer).to_contain_text(f'{prompt[:-1]} = {sol.expected}', timeout=60_000)
+                expect(answer).to_contain_text('✓ correct')
+                steps = page.locator('.mathnb-steps').first
+                for st in sol.steps: expect(steps).to_contain_text(st.text)
+                assert '✗' not in steps.inner_text()
             expect(page.locator('.widget-output img').first).to_be_visible(timeout=30_000)   # the attention heatmap
             page.screenshot(path=str(shot), full_page=True)
         finally: browser.close()

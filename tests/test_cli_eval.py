@@ -2,35 +2,11 @@
 import json, os, re, subprocess, sys
 from pathlib import Path
 import pytest
+from conftest import run_cli, assert_user_error
 
 FIELDS = ('prompt', 'prediction', 'answer', 'expected', 'correct')
 
-def _cmd(name:str) -> list:
-    "The installed console script `name`, or the same entry point through `python -c` if it is not installed."
-    exe = Path(sys.executable).parent/name
-    if exe.exists(): return [str(exe)]
-    fn = name.replace('-', '_') + '_cli'
-    return [sys.executable, '-c', f'from mathnb.evaluation import {fn}; {fn}()']
-
-def run(name:str, *args) -> subprocess.CompletedProcess:
-    env = {**os.environ, 'PYTHONIOENCODING': 'utf-8'}
-    return subprocess.run(_cmd(name) + [str(a) for a in args], capture_output=True, text=True, encoding='utf-8', env=env, timeout=300)
-
-def assert_user_error(r, *contains):
-    "Exit status 2, one line on stderr, no traceback."
-    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
-    err = r.stderr.strip()
-    assert err.count('\n') == 0 and 'Traceback' not in err, err
-    for c in contains: assert c in err, (c, err)
-    return err
-
-@pytest.fixture(scope='session')
-def model_dir(tmp_path_factory):
-    from mathnb.training import TrainConfig, run_training
-    d = tmp_path_factory.mktemp('models')/'add2'
-    cfg = TrainConfig(digits='2', steps=150, batch_size=64, eval_every=150, n_val=50, n_test=100, progress=False)
-    run_training(cfg, d, log=lambda *a: None)
-    return d
+def run(name:str, *args) -> subprocess.CompletedProcess: return run_cli(name, *args)
 
 def read_preds(path) -> list[dict]: return [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
 
@@ -73,8 +49,22 @@ def test_solve(model_dir):
 def test_solve_unknown_characters(model_dir):
     assert_user_error(run('mathnb-solve', '--model', model_dir, '3×4='), "'×'")
 
-def test_solve_needs_model():
-    assert_user_error(run('mathnb-solve', '1+2='), '--model')
+def test_solve_without_model_uses_the_shipped_one():
+    r = run('mathnb-solve', '23+45=')
+    assert r.returncode == 0 and r.stdout.strip().endswith('answer: 68  ✓ right') and r.stderr == '', (r.stdout, r.stderr)
+
+def test_solve_notes_out_of_range_operands(model_dir):
+    r = run('mathnb-solve', '--model', model_dir, '23+456=')
+    assert r.returncode == 0
+    assert r.stderr.strip() == 'note: this model was trained on operands of up to 2 digits; expect guesses outside that range'
+
+def test_eval_grades_any_completion(model_dir, tmp_path):
+    "Completions with `</think>` but no `<think>` (or worse) are scored wrong, not a crash."
+    from mathnb.evaluation import load_task
+    task = load_task(model_dir)
+    for comp in ['66+981=</think>1047<end>', '<think><think>', '</think>', '1<think>6+8=11 6+8</think>1468182<end>']:
+        g = task.grade(dict(prompt='66+81=', answer='147'), comp)
+        assert g['correct'] is False
 
 def test_eval_bad_json_line(model_dir, tmp_path):
     f = tmp_path/'bad.jsonl'

@@ -9,41 +9,7 @@ import pytest
 os.environ.setdefault('MPLBACKEND', 'Agg')
 import mathnb
 from mathnb.data import parse_problem
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def trained_model() -> Path:
-    "A small 2-digit CoT addition model, trained on first use and cached under the temp folder."
-    if os.environ.get('MATHNB_TEST_MODEL'): return Path(os.environ['MATHNB_TEST_MODEL'])
-    from mathnb.model import GPT, get_config, save_model, load_model, ModelLoadError
-    from mathnb.tokenizer import CharTokenizer
-    from mathnb.training import TrainConfig, TrainData, train
-    d = Path(tempfile.gettempdir())/'mathnb-test-models'/f'add2-cot-{mathnb.__version__}'
-    try: load_model(d); return d
-    except ModelLoadError: pass
-    import torch
-    torch.manual_seed(0)
-    tok, cfg = CharTokenizer(), TrainConfig(digits='2', steps=300, batch_size=128, n_val=100, n_test=100, eval_every=300, progress=False)
-    m = GPT(get_config('tiny', tok.vocab_size))
-    train(m, TrainData(cfg, tok), cfg)
-    tmp = d.with_name(f'{d.name}.{uuid.uuid4().hex}')
-    save_model(m, tok, tmp, task='add', digits='2', format='think')
-    try: os.replace(tmp, d)
-    except OSError: pass                      # another process cached it first
-    return d
-
-
-@pytest.fixture(scope='session')
-def model_dir() -> Path: return trained_model()
-
-
-def cli(name: str) -> list[str]:
-    "The console script `name` of this environment (or the same entry point through the interpreter)."
-    exe = Path(sys.executable).parent/name
-    if exe.exists(): return [str(exe)]
-    fn = name.replace('-', '_') + '_cli'
-    return [sys.executable, '-c', f'from mathnb.solver import {fn}; {fn}()']
+from conftest import cli, ROOT
 
 
 def run(args, input=None, timeout=120, **kw):
@@ -171,14 +137,17 @@ def test_app_cli_port_in_use(model_dir):
 
 
 def test_no_model_message(monkeypatch):
-    import mathnb.solver as solver
+    import mathnb.model as model
     from mathnb.model import ModelLoadError
-    monkeypatch.setattr(solver, 'default_model_dir', lambda: None)    # as if no pretrained model were shipped
-    with pytest.raises(ModelLoadError, match='mathnb-train'): solver.resolve_model_dir()
+    monkeypatch.setattr(model, 'default_model_dir', lambda: None)    # as if no pretrained model were shipped
+    with pytest.raises(ModelLoadError, match='mathnb-train'): model.resolve_model_dir()
 
 
 def test_shipped_model_solves():
-    from mathnb.solver import Solver, default_model_dir
+    from mathnb.solver import Solver
+    from mathnb.model import default_model_dir
     assert default_model_dir() is not None, 'the package ships mathnb/pretrained/add3-cot'
-    sol = Solver().solve('658+189=')
-    assert sol.answer == '847' and sol.correct
+    s = Solver()
+    for prob, ans in [('658+189=', '847'), ('23+45=', '68'), ('5+981=', '986'), ('0+0=', '0')]:
+        sol = s.solve(prob)
+        assert sol.answer == ans and sol.correct and sol.note is None, sol.report()
