@@ -22,7 +22,7 @@ def test_data_writes_exact_disjoint_correct_splits(tmp_path):
         assert r['target'].endswith(f"</think>{r['answer']}<end>")
     # "3-digit" means operands up to 3 digits: short operands are common in training, and the test set is
     # uniform over 0-999 x 0-999 like the field's standard test sets
-    assert sum(r['digits_a'] == 1 for r in tr) > 800
+    assert sum(r['digits_a'] == 1 for r in tr) > 700              # about a third (fewer: short problems repeat)
     assert 0.75 < sum(r['digits_a'] == r['digits_b'] == 3 for r in te) / len(te) < 0.87
 
 def test_data_exact_digits(tmp_path):
