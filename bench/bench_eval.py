@@ -1,25 +1,28 @@
 """How much batching and the KV cache speed up evaluation.
 
-    python bench/bench_eval.py [--model runs/add3-cot] [--n 2000] [--sample 100] [--batch-size 2048] [--threads T] [--repeat 3]
+    python bench/bench_eval.py [--model DIR] [--data F.jsonl] [--n 2000] [--sample 100] [--batch-size 2048] [--repeat 3]
 
-Times greedy generation on the model's held-out problems (MODEL/test.jsonl) four ways (checking that
+Times greedy generation on held-out problems (--data, else MODEL/test.jsonl, else the model's task's test split
+regenerated from its seed; the default model is the shipped one) four ways (checking that
 they write identical completions): batched with the KV cache (what `evaluate` does), batched without
 it, and one problem at a time with and without it. The one-at-a-time ways are timed on the first
 `--sample` problems and extrapolated linearly to `--n`, which the table says. Also times the whole
 of `evaluate` (generation, teacher-forced token accuracy and the chain-of-thought analysis).
-Trains nothing: make the model first with `mathnb-train --preset add3-cot`."""
+Trains nothing."""
 import argparse, sys, time
 from pathlib import Path
 import torch
-from mathnb.model import load_model, load_config, get_device, ModelLoadError
-from mathnb.data import DataError, USER_ERRORS
-from mathnb.evaluation import evaluate, read_eval_rows, new_token_budget
+from mathnb.core import UserError
+from mathnb.model import load_model, get_device, default_model_dir
+from mathnb.evaluation import evaluate, read_eval_rows, load_task
 
 def _timed(fn, repeat:int=1):
     "The result of `fn()` and the best of `repeat` timings (the least disturbed by other work on the machine)."
     best = float('inf')
     for _ in range(repeat):
-        t = time.perf_counter(); out = fn(); best = min(best, time.perf_counter() - t)
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
     return out, best
 
 def _one_at_a_time(model, tok, enc, budget, use_cache):
@@ -28,16 +31,16 @@ def _one_at_a_time(model, tok, enc, budget, use_cache):
 def _batched(model, tok, enc, budget, use_cache, bs):
     return [o for i in range(0, len(enc), bs) for o in model.generate(enc[i:i + bs], budget, end_id=tok.end_id, pad_id=tok.pad_id, use_cache=use_cache)]
 
-def bench(model:str, n:int=2000, sample:int=100, batch_size:int=2048, device:str='cpu', repeat:int=3) -> dict:
+def bench(model:str, n:int=2000, sample:int=100, batch_size:int=2048, device:str='cpu', repeat:int=3, data=None) -> dict:
     "Time batched KV-cached evaluation against one-at-a-time uncached generation; prints a table."
-    if not Path(model).is_dir(): raise DataError(f'{model}: no such model directory; train one first: mathnb-train --preset add3-cot --out {model}')
-    fmt = load_config(model).get('format', 'think')
+    task = load_task(model)
     net, tok = load_model(model, get_device(device))
-    rows = read_eval_rows(Path(model)/'test.jsonl', tok, net.config.block_size)[:n]
+    data = data or (Path(model)/'test.jsonl' if (Path(model)/'test.jsonl').exists() else None)
+    rows = read_eval_rows(data, tok, net.config.block_size)[:n] if data else task.splits(0, 0, n)['test']
     n, sample = len(rows), min(sample, len(rows))
     enc = [tok.encode(r['prompt']) for r in rows]
-    budget = new_token_budget(net, tok, rows, fmt)
-    print(f'{model}: {net.num_params():,} parameters, format {fmt}; {n} held-out problems, up to {budget} new tokens; '
+    budget = min(task.max_new_tokens(tok, rows), net.config.block_size - max(map(len, enc)))
+    print(f'{model}: {net.num_params():,} parameters, {task!r}; {n} held-out problems, up to {budget} new tokens; '
           f'device {device}, {torch.get_num_threads()} threads; best of {repeat} timings')
     _batched(net, tok, enc[:64], budget, True, batch_size)                     # warm up
     runs = {}
@@ -47,7 +50,7 @@ def bench(model:str, n:int=2000, sample:int=100, batch_size:int=2048, device:str
     runs['one at a time, no cache'] = (sample,) + _timed(lambda: _one_at_a_time(net, tok, enc[:sample], budget, False), repeat)
     ref = runs['batched, KV cache'][1][:sample]
     same = all(r[1][:sample] == ref for r in runs.values())
-    res, t_eval = _timed(lambda: evaluate(net, tok, rows, fmt, batch_size), repeat)
+    res, t_eval = _timed(lambda: evaluate(net, tok, task, rows, batch_size), repeat)
     runs['evaluate() (all of it)'] = (n, None, t_eval)
     base = runs['one at a time, no cache'][2] / sample * n
     print(f"\n{'method':<26}{'timed on':>10}{'seconds':>10}{f'est. for {n}':>15}{'problems/s':>12}{'speedup':>9}")
@@ -60,7 +63,8 @@ def bench(model:str, n:int=2000, sample:int=100, batch_size:int=2048, device:str
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--model', default='runs/add3-cot', help='model directory (mathnb-train --preset add3-cot writes runs/add3-cot)')
+    ap.add_argument('--model', default=str(default_model_dir()), help='model directory (default: the shipped model)')
+    ap.add_argument('--data', default=None, help='JSONL rows with prompt and answer (default: see above)')
     ap.add_argument('--n', type=int, default=2000, help='held-out problems to evaluate')
     ap.add_argument('--sample', type=int, default=100, help='problems timed one at a time (extrapolated to N)')
     ap.add_argument('--batch-size', type=int, default=2048, help='batch size of the batched ways')
@@ -69,7 +73,7 @@ def main():
     ap.add_argument('--repeat', type=int, default=3, help='time each way this many times and keep the best')
     a = ap.parse_args()
     if a.threads: torch.set_num_threads(a.threads)
-    try: bench(a.model, a.n, a.sample, a.batch_size, a.device, a.repeat)
-    except USER_ERRORS + (ModelLoadError,) as e: sys.exit(f'bench_eval.py: error: {e}')
+    try: bench(a.model, a.n, a.sample, a.batch_size, a.device, a.repeat, a.data)
+    except UserError as e: sys.exit(f'bench_eval.py: error: {e}')
 
 if __name__ == '__main__': main()
