@@ -113,3 +113,36 @@ def test_bad_input_is_one_line_exit_2(tmp_path, case):
     assert len(lines) == 1 and lines[0].startswith('mathnb-bench: error:'), r.stderr
     assert msg in lines[0], lines[0]
     assert set(tmp_path.rglob('*')) == before, 'nothing may be written'
+
+
+@needs_data
+@pytest.mark.parametrize('kind', ['hf-llama', 'mathnb'])
+def test_models_on_20_gsm8k_problems(tmp_path, kind):
+    "A tiny Hugging Face Llama (saved with save_pretrained, mathnb's BPE tokenizer) and a mathnb model run end to end."
+    import torch
+    from mathnb.tokenizer import train_bpe
+    from mathnb.wordproblems import load_file
+    rows = load_file(GSM)[:200]
+    tok = train_bpe([r['question'] + ' ' + r['solution'] for r in rows], vocab_size=400)
+    d = tmp_path/kind
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        if kind == 'hf-llama':
+            from transformers import LlamaConfig, LlamaForCausalLM
+            cfg = LlamaConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                              pad_token_id=tok.pad_id, bos_token_id=tok.bos_id, eos_token_id=tok.end_id)
+            LlamaForCausalLM(cfg).save_pretrained(d)
+            tok.to_hf().save_pretrained(d)
+        else:
+            from mathnb.model import GPT, get_config, save_model
+            from mathnb.wordproblems import WordProblemTask
+            save_model(GPT(get_config('tiny', tok.vocab_size, block_size=1024, pos='rope')), tok, d,
+                       task=WordProblemTask().to_dict())
+    out = tmp_path/'preds.jsonl'
+    r = bench('--model', d, '--dataset', GSM, '--n', 20, '--out', out)
+    assert r.returncode == 0, r.stderr
+    preds = [json.loads(l) for l in out.read_text().splitlines()]
+    assert len(preds) == 20 and all('completion' in p for p in preds)
+    s = summary_of(out)
+    assert s['n'] == 20 and 0 <= s['strict'] <= 1 and 0 <= s['flexible'] <= 1 and 'ci95' in s
