@@ -78,6 +78,8 @@ def test_solve_in_browser(server, tmp_path):
             for prompt in ['23+45=', '658+189=']:
                 sol = solver.solve(prompt)
                 assert sol.correct, sol.report()
+                img = page.locator('.widget-output img').first
+                old = img.get_attribute('src') if img.count() else None
                 box.fill(prompt)
                 page.locator('button', has_text='Solve').first.click()
                 answer = page.locator('.mathnb-answer').first
@@ -86,7 +88,10 @@ def test_solve_in_browser(server, tmp_path):
                 steps = page.locator('.mathnb-steps').first
                 for st in sol.steps: expect(steps).to_contain_text(st.text)
                 assert '✗' not in steps.inner_text()
-            expect(page.locator('.widget-output img').first).to_be_visible(timeout=30_000)   # the attention heatmap
+                expect(img).to_be_visible(timeout=30_000)                      # the attention heatmap, redrawn
+                page.wait_for_function('([sel, old]) => { const i = document.querySelector(sel); '
+                                       'return i && i.getAttribute("src") !== old; }',
+                                       arg=['.widget-output img', old], timeout=30_000)
             page.screenshot(path=str(shot), full_page=True)
         finally: browser.close()
     assert shot.stat().st_size > 10_000

@@ -80,6 +80,8 @@ def test_run_all_then_type_and_click(lab, tmp_path):
             app = page.locator('.widget-vbox', has=page.locator('.mathnb-answer')).first   # the first solver app
             for prompt, answer in [('658+189=', '847'), ('23+45=', '68')]:
                 box = app.locator('.widget-text input').first
+                img = app.locator('.widget-output img').first
+                old = img.get_attribute('src') if img.count() else None
                 box.fill(prompt)
                 app.locator('button', has_text='Solve').first.click()
                 expect(app.locator('.mathnb-answer').first).to_contain_text(f'{prompt[:-1]} = {answer}', timeout=60_000)
@@ -87,6 +89,7 @@ def test_run_all_then_type_and_click(lab, tmp_path):
                 steps = app.locator('.mathnb-steps').first
                 expect(steps).to_contain_text('✓')
                 assert '✗' not in steps.inner_text()
+                expect(img).not_to_have_attribute('src', old or '', timeout=30_000)   # the heatmap is redrawn
             app.scroll_into_view_if_needed()
             app.screenshot(path=str(shot))
         finally: browser.close()
