@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_data.ipynb #5aa3c749
 from __future__ import annotations
-import json, random, re, sys, os
+import importlib, json, random, re, sys, os
 from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
@@ -14,15 +14,16 @@ import torch
 from fastcore.script import call_parse, Param
 from .core import UserError, read_jsonl, atomic_write, check_out_dir, run_cli
 from .tokenizer import MathTokenizer, TokenizerError
+from .model import load_config, ModelLoadError
 
 # %% auto #0
-__all__ = ['TASKS', 'MIXED', 'FORMATS', 'SAMPLINGS', 'COT_FORMATS', 'ERROR_KINDS', 'TASK_KINDS', 'IGNORE', 'DataError',
-           'DataSpecError', 'Problem', 'parse_digits', 'parse_task', 'parse_problem', 'cot_steps', 'format_target',
-           'Completion', 'parse_completion', 'CalcError', 'calc', 'check_step', 'implied_answer', 'count_carries',
-           'make_example', 'ProblemSpec', 'make_splits', 'problem_stream', 'curriculum', 'normalize_answer',
-           'final_answer', 'step_error', 'diagnose', 'Task', 'register_task', 'ArithmeticTask', 'cot_summary',
-           'task_from_dict', 'write_jsonl', 'read_prompts', 'to_dataset', 'encode_rows', 'collate', 'write_splits',
-           'mathnb_data', 'mathnb_data_cli']
+__all__ = ['TASKS', 'MIXED', 'FORMATS', 'SAMPLINGS', 'COT_FORMATS', 'ERROR_KINDS', 'TASK_KINDS', 'TASK_MODULES', 'IGNORE',
+           'DataError', 'DataSpecError', 'Problem', 'parse_digits', 'parse_task', 'parse_problem', 'cot_steps',
+           'format_target', 'Completion', 'parse_completion', 'CalcError', 'calc', 'check_step', 'implied_answer',
+           'count_carries', 'make_example', 'ProblemSpec', 'make_splits', 'problem_stream', 'curriculum',
+           'normalize_answer', 'final_answer', 'step_error', 'diagnose', 'Task', 'register_task', 'ArithmeticTask',
+           'cot_summary', 'task_class', 'task_from_dict', 'load_task', 'write_jsonl', 'read_prompts', 'to_dataset',
+           'encode_rows', 'collate', 'write_splits', 'mathnb_data', 'mathnb_data_cli']
 
 # %% ../nbs/02_data.ipynb #cefd0951
 class DataError(UserError):
@@ -434,6 +435,7 @@ class Task:
     "What training and evaluation need from a task: rows, a grader, breakdown keys, a generation budget."
     kind = 'task'                   # the name `task_from_dict` knows this class by
     breakdown_keys = ()             # row fields that evaluation groups accuracy by
+    tokenizer_spec = {'kind': 'char'}   # or {'kind': 'bpe', 'vocab_size': V, 'n_texts': N}: trained on N rows
 
     def splits(self, n_train:int, n_val:int, n_test:int, seed:int=0, exclude=()) -> dict:
         "Disjoint `train`/`val`/`test` row lists, none of whose prompts is in `exclude`."
@@ -456,6 +458,16 @@ class Task:
     def outside(self, row:dict) -> str|None:
         "Why `row` lies outside what this task trains on (a note for interactive tools), or None."
         return None
+    def steps(self, completion:str) -> list[str]|None:
+        "The steps that this task's step grammar finds in `completion` (None: it has no steps)."
+        return None
+    def check_step(self, row:dict, step:str) -> str:
+        "'ok', 'wrong' or 'unknown': whether `step` of a completion of `row` is right."
+        return 'unknown'
+    def pose(self, text:str) -> dict:
+        "A row (`prompt`, `answer` or None) from what a user typed; `DataSpecError` for text it cannot take."
+        if not isinstance(text, str) or not text.strip(): raise DataSpecError('empty problem')
+        return dict(prompt=text, answer=None)
     def to_dict(self) -> dict:
         "The settings that rebuild this task with `task_from_dict` (saved in `config.json`)."
         return dict(kind=self.kind)
@@ -495,6 +507,10 @@ class ArithmeticTask(Task):
         return make_splits(self.spec, n_train, n_val, n_test, seed, exclude, test_spec=self.test_spec)
     def sample(self, rng) -> dict: return make_example(self.spec.sample(rng), self.fmt)
     def row(self, p:Problem) -> dict: return make_example(p, self.fmt)
+    def pose(self, text:str) -> dict: return self.row(parse_problem(text))
+    def steps(self, completion:str) -> list[str]|None: return parse_completion(completion).steps
+    def check_step(self, row:dict, step:str) -> str:
+        return {True: 'ok', False: 'wrong', None: 'unknown'}[check_step(step)]
 
     def grade(self, row:dict, completion:str) -> dict:
         c = parse_completion(completion)
@@ -539,17 +555,37 @@ def cot_summary(preds:list[dict]) -> dict:
                 right_answer_flawed_cot=sum(p['correct'] and p.get('error_kind') is not None for p in preds))
 
 # %% ../nbs/02_data.ipynb #1c997ea1
+TASK_MODULES = {'wordproblem': 'mathnb.wordtask', 'benchmark': 'mathnb.benchmarks'}
+
+def task_class(kind:str) -> type:
+    "The `Task` class registered as `kind`, importing the module of a plug-in kind on first use."
+    if kind not in TASK_KINDS and kind in TASK_MODULES:
+        try: importlib.import_module(TASK_MODULES[kind])
+        except ImportError as e: raise DataSpecError(f'task kind {kind!r} needs {e.name}, not installed') from None
+    if kind not in TASK_KINDS:
+        known = ', '.join(sorted(set(TASK_KINDS) | set(TASK_MODULES)))
+        raise DataSpecError(f'unknown task kind {kind!r}: known are {known}')
+    return TASK_KINDS[kind]
+
+# %% ../nbs/02_data.ipynb #4936e2e3
 def task_from_dict(d:dict|None) -> Task:
     "The task that `Task.to_dict` described (`config.json`'s `task`); `DataSpecError` if unknown or bad."
     if not isinstance(d, dict):
         raise DataSpecError(f'bad task settings {d!r}: expected an object with a "kind"')
     kw = {k: v for k, v in d.items() if k != 'kind'}
-    cls = TASK_KINDS.get(d.get('kind', 'arithmetic'))
-    if cls is None:
-        raise DataSpecError(f'unknown task kind {d.get("kind")!r}: known are {", ".join(TASK_KINDS)}')
+    cls = task_class(d.get('kind', 'arithmetic'))
     if cls is ArithmeticTask and 'format' in kw: kw['fmt'] = kw.pop('format')
     try: return cls(**kw)
     except TypeError as e: raise DataSpecError(f'bad {cls.kind} task settings: {e}') from None
+
+# %% ../nbs/02_data.ipynb #5b21f4a7
+def load_task(model_dir) -> Task:
+    "The task recorded in model directory `model_dir`'s `config.json`."
+    f = Path(model_dir)/'config.json'
+    d = load_config(model_dir).get('task')
+    if d is None: raise ModelLoadError(f'{f}: no "task" field')
+    try: return task_from_dict(d)
+    except UserError as e: raise ModelLoadError(f'{f}: field "task": {e}') from None
 
 # %% ../nbs/02_data.ipynb #c6249ae7
 def write_jsonl(rows:Iterable[dict], path) -> Path:

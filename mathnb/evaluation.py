@@ -4,24 +4,19 @@
 
 # %% ../nbs/03_evaluation.ipynb #e9059e05
 from __future__ import annotations
-import json, shutil, sys, time
-from dataclasses import asdict, dataclass, replace
+import json, sys, time
+from dataclasses import dataclass
 from pathlib import Path
 import torch
 from fastcore.script import call_parse, Param
-from .core import UserError, load_json, read_jsonl, read_text, atomic_write, check_out_dir, run_cli
-from .tokenizer import MathTokenizer, CharTokenizer, TokenizerError
-from .model import (GPT, GPTConfig, ConfigError, complete, load_model, load_config, save_model,
-                          get_device, resolve_model_dir, ModelLoadError)
-from .data import (Task, ArithmeticTask, Problem, parse_problem, task_from_dict, check_step,
-                         read_prompts, write_jsonl, encode_rows, collate, DataError, DataSpecError, IGNORE)
-from .training import (TrainConfig, TaskData, TrainingError, train, preset_parts, read_checkpoint_state,
-                             save_curves, TRAIN_PRESETS)
+from .core import UserError, read_jsonl, read_text, check_out_dir, run_cli
+from .tokenizer import MathTokenizer, TokenizerError
+from .model import GPT, ConfigError, complete, load_model, get_device, resolve_model_dir
+from .data import Task, load_task, write_jsonl, encode_rows, collate, DataError, IGNORE
 
 # %% auto #0
 __all__ = ['token_accuracy', 'breakdown', 'EvalResult', 'evaluate', 'plot_breakdown', 'plot_error_kinds', 'read_eval_rows',
-           'load_task', 'mathnb_eval', 'mathnb_eval_cli', 'solve', 'show_solution', 'mathnb_solve', 'mathnb_solve_cli',
-           'run_training', 'parse_set', 'mathnb_train', 'mathnb_train_cli']
+           'mathnb_eval', 'mathnb_eval_cli', 'solve', 'show_solution', 'mathnb_solve', 'mathnb_solve_cli']
 
 # %% ../nbs/03_evaluation.ipynb #8862acd6
 @torch.inference_mode()
@@ -142,20 +137,26 @@ def _task_name(task:Task) -> str:
     d = task.to_dict()
     return ' '.join(f'{v}' for k, v in d.items() if k not in ('kind',) and v not in (False, None))
 
-def evaluate(model:GPT, tok:MathTokenizer, task:Task, rows:list[dict], batch_size:int=2048,
-             max_new_tokens:int|None=None) -> EvalResult:
-    "Greedy, batched, KV-cached evaluation of `model` on `rows` (`prompt` and `answer`), graded by `task`."
-    if not isinstance(task, Task): raise TypeError(f'evaluate needs a Task, got {type(task).__name__}')
-    t0 = time.time()
+def _greedy(model:GPT, tok:MathTokenizer, task:Task, rows:list[dict], budget:int, batch_size:int):
+    "Completions of `rows` by `model` (KV-cached, batched) and its teacher-forced token accuracy."
     known = [dict(r, target=t) for r in rows if (t := task.target_of(r))]
     was = model.training
     model.eval()
     try:
-        budget = max_new_tokens or task.max_new_tokens(tok, rows)
         outs = complete(model, tok, [r['prompt'] for r in rows], budget, batch_size)
-        tacc = token_accuracy(model, tok, known, batch_size) if known else dict(token_accuracy=None,
-                                                                                answer_token_accuracy=None)
+        if not known: return outs, dict(token_accuracy=None, answer_token_accuracy=None)
+        return outs, token_accuracy(model, tok, known, batch_size)
     finally: model.train(was)
+
+# %% ../nbs/03_evaluation.ipynb #c30acb21
+def evaluate(model:GPT|None, tok, task:Task, rows:list[dict], batch_size:int=2048,
+             max_new_tokens:int|None=None, generate=None) -> EvalResult:
+    "Greedy, batched evaluation of `model` (or of `generate(prompts, n)`) on `rows`, graded by `task`."
+    if not isinstance(task, Task): raise TypeError(f'evaluate needs a Task, got {type(task).__name__}')
+    t0, budget = time.time(), max_new_tokens or task.max_new_tokens(tok, rows)
+    if generate is None: outs, tacc = _greedy(model, tok, task, rows, budget, batch_size)
+    else: outs, tacc = generate([r['prompt'] for r in rows], budget), dict(token_accuracy=None,
+                                                                        answer_token_accuracy=None)
     preds = [_prediction(task, r, o) for r, o in zip(rows, outs)]
     n, right = len(preds), sum(p['correct'] for p in preds)
     summary = dict(accuracy=right / max(n, 1), n=n, correct=right, **tacc, task=_task_name(task),
@@ -206,15 +207,6 @@ def read_eval_rows(path, tok:MathTokenizer|None=None, block_size:int|None=None) 
                             f'{block_size})')
     return rows
 
-# %% ../nbs/03_evaluation.ipynb #d0e5287a
-def load_task(model_dir) -> Task:
-    "The task recorded in model directory `model_dir`'s `config.json`."
-    f = Path(model_dir)/'config.json'
-    d = load_config(model_dir).get('task')
-    if d is None: raise ModelLoadError(f'{f}: no "task" field')
-    try: return task_from_dict(d)
-    except UserError as e: raise ModelLoadError(f'{f}: field "task": {e}') from None
-
 # %% ../nbs/03_evaluation.ipynb #cc3263f1
 def _device(device):
     try: return get_device(device)
@@ -248,42 +240,44 @@ def mathnb_eval(
 def mathnb_eval_cli(): run_cli(mathnb_eval, 'mathnb-eval')
 
 # %% ../nbs/03_evaluation.ipynb #6f80ef1a
-def solve(model:GPT, tok:MathTokenizer, task:ArithmeticTask, problem:str|Problem) -> dict:
-    "Greedy solution of one problem, graded by `task`: a prediction's fields plus `steps` and `true_steps`."
-    from mathnb.data import cot_steps, parse_completion, COT_FORMATS
-    p = problem if isinstance(problem, Problem) else parse_problem(problem)
-    row = dict(prompt=p.prompt, answer=str(p.value))
-    out = complete(model, tok, [p.prompt], task.max_new_tokens(tok, [row]))[0]
-    c = parse_completion(out)
-    return _prediction(task, row, out) | dict(steps=c.steps, closed=c.closed,
-                                             true_steps=cot_steps(p, task.fmt)
-                                                        if task.fmt in COT_FORMATS else None)
+def solve(model:GPT, tok:MathTokenizer, task:Task, problem:str|dict) -> dict:
+    "Greedy solution of `problem` (a row, or text for `task.pose`): graded fields, `steps`, `checks`."
+    row = problem if isinstance(problem, dict) else task.pose(problem)
+    out = complete(model, tok, [row['prompt']], task.max_new_tokens(tok, [row]))[0]
+    known = row.get('answer') is not None
+    sol = _prediction(task, row if known else dict(row, answer=''), out)
+    if not known: sol |= dict(correct=None, expected=None)
+    steps, target = task.steps(out), task.target_of(row)
+    return sol | dict(steps=steps, checks=[task.check_step(row, s) for s in steps or []],
+                      true_steps=task.steps(target) if target else None,
+                      closed='<think>' not in out or '</think>' in out)
 
 # %% ../nbs/03_evaluation.ipynb #50c945d5
-def _marks() -> tuple:
-    "Check and cross marks, in ASCII where the terminal cannot show ✓ ✗."
+def _marks() -> dict:
+    "Marks for ok, wrong and unknown steps, in ASCII where the terminal cannot show ✓ ✗ ·."
     try:
         '✓✗·'.encode(getattr(sys.stdout, 'encoding', None) or 'utf-8')
-        return '✓', '✗', '·'
-    except (UnicodeEncodeError, LookupError): return 'ok', 'X', '.'
+        return dict(ok='✓', wrong='✗', unknown='·')
+    except (UnicodeEncodeError, LookupError): return dict(ok='ok', wrong='X', unknown='.')
 
+def _verdict(sol:dict, m:dict) -> str:
+    if sol['correct'] is None: return '(no reference answer to check it against)'
+    return f"{m['ok']} right" if sol['correct'] else f"{m['wrong']} wrong: {sol['prompt']}{sol['expected']}"
+
+# %% ../nbs/03_evaluation.ipynb #1d27a9b2
 def show_solution(sol:dict) -> str:
     "The lines `mathnb-solve` prints for a `solve` result."
-    yes, no, dot = _marks()
-    lines, true, steps = [sol['prompt']], sol['true_steps'] or [], sol['steps'] or []
-    for i, st in enumerate(steps):
-        ok = check_step(st)
+    m, true, steps = _marks(), sol['true_steps'] or [], sol['steps'] or []
+    lines = [sol['prompt'].rstrip()]
+    for i, (st, ok) in enumerate(zip(steps, sol['checks'])):
         due = (f'   (due: {true[i]})' if i < len(true) and st != true[i]
-               else '   (extra step)' if i >= len(true) else '')
-        lines.append(f'  {st:<14} {dot if ok is None else yes if ok else no}{due}')
+               else '   (extra step)' if true and i >= len(true) else '')
+        lines.append(f'  {st:<14} {m[ok]}{due}')
     if true and sol['steps'] is None: lines.append('  (no chain of thought)')
     elif len(steps) < len(true): lines.append(f"  (missing: {' '.join(true[len(steps):])})")
-    if sol['steps'] is not None and not sol.get('closed', True):
-        lines.append('  (no </think>: the chain of thought never ended)')
-    verdict = f'{yes} right' if sol['correct'] else f"{no} wrong: {sol['prompt']}{sol['expected']}"
-    lines.append(f"answer: {sol['answer'] or '(none)'}  {verdict}")
-    if sol.get('follows_cot') is False:
-        lines.append("  (the answer does not follow from the model's own steps)")
+    if not sol.get('closed', True): lines.append('  (no </think>: the chain of thought never ended)')
+    lines.append(f"answer: {sol['answer'] or '(none)'}  {_verdict(sol, m)}")
+    if sol.get('follows_cot') is False: lines.append("  (the answer does not follow from the model's own steps)")
     return '\n'.join(lines)
 
 # %% ../nbs/03_evaluation.ipynb #3144f1ab
@@ -293,143 +287,19 @@ def mathnb_solve(
     model:str=None,          # model directory (default: the pretrained model shipped with mathnb)
     device:str='cpu',        # cpu, cuda, mps or auto
 ):
-    "Solve one problem with a trained model, checking each chain-of-thought step."
+    "Solve one problem with a trained model, checking each step of its work."
     if problem is None: raise UserError('no problem given: try mathnb-solve "658+189="')
-    p = parse_problem(problem)
     model_dir = resolve_model_dir(model)
     task = load_task(model_dir)
-    if not isinstance(task, ArithmeticTask):
-        raise UserError(f'{model_dir} was trained on {task.kind} problems, not arithmetic')
+    row = task.pose(problem)
     net, tok = load_model(model_dir, _device(device))
-    n = len(tok.encode(p.prompt))
+    n = len(tok.encode(row['prompt']))
     if n >= net.config.block_size:
-        raise UserError(f'{p.prompt!r} is {n} tokens: '
-                        f'too long for this model (block_size {net.config.block_size})')
-    if note := task.outside(p): print(f'note: {note}', file=sys.stderr)
-    sol = solve(net, tok, task, p)
+        raise UserError(f'{row["prompt"]!r} is {n} tokens: too long for this model (block_size '
+                        f'{net.config.block_size})')
+    if note := task.outside(row): print(f'note: {note}', file=sys.stderr)
+    sol = solve(net, tok, task, row)
     print(show_solution(sol))
     return sol
 
 def mathnb_solve_cli(): run_cli(mathnb_solve, 'mathnb-solve')
-
-# %% ../nbs/03_evaluation.ipynb #b78cf3f7
-def _fits(task:Task, tok, cfg:GPTConfig, rows:list[dict]):
-    "A `ConfigError` unless the longest prompt plus target of `rows` fits `cfg.block_size`."
-    need = max((len(tok.encode(r['prompt'])) + len(tok.encode(t)) for r in rows if (t := task.target_of(r))),
-               default=0)
-    if need > cfg.block_size:
-        raise ConfigError(f'block_size={cfg.block_size} is too small: the task needs {need} tokens')
-
-def _resume_parts(out:Path, steps:int|None):
-    "Task, model config, `TrainConfig`, preset and exclusions of the run in `out`, to resume it."
-    st = read_checkpoint_state(out/'checkpoint')
-    run = load_json(out/'run.json', 'run file') if (out/'run.json').exists() else None
-    if run is None: raise TrainingError(f'{out/"run.json"}: missing; cannot resume')
-    try:
-        task, mc = task_from_dict(run['task']), GPTConfig(**run['model'])
-        excl = [str(x) for x in run.get('exclude', [])]
-    except (KeyError, TypeError, UserError) as e:
-        raise TrainingError(f'{out/"run.json"}: damaged ({e}); cannot resume') from None
-    cfg = TrainConfig.from_dict(st['config'])
-    if steps is not None and steps != cfg.steps:
-        if steps < st['step']: raise UserError(f'--steps {steps}: the run is already at step {st["step"]}')
-        cfg = replace(cfg, steps=steps, decay_steps=cfg.decay_steps or cfg.steps)
-    return task, mc, cfg, run.get('preset'), excl
-
-# %% ../nbs/03_evaluation.ipynb #ca0f1726
-def _clear_run(out:Path):
-    "Remove a previous run's checkpoint and metrics from `out` (for `--overwrite`)."
-    for name in ('checkpoint', 'checkpoint.old', 'checkpoint.tmp'):
-        shutil.rmtree(out/name, ignore_errors=True)
-    (out/'metrics.jsonl').unlink(missing_ok=True)
-
-def run_training(task:Task, model_cfg:GPTConfig, cfg:TrainConfig, out, exclude=(), resume:bool=False,
-                 overwrite:bool=False, preset:str|None=None, log=print, model=None, loss_fn=None,
-                 meta:dict|None=None, save=None) -> dict:
-    "Make data, train (or resume), save model directory `out`, evaluate its test split; return the summary."
-    out, t_start = check_out_dir(out), time.time()
-    has_ckpt = (out/'checkpoint').exists() or (out/'checkpoint.old').exists()
-    if resume and not has_ckpt: raise TrainingError(f'nothing to resume: no checkpoint in {out}')
-    if has_ckpt and not (resume or overwrite):
-        raise UserError(f'{out} holds a checkpoint: '
-                        'add --resume to continue it, or --overwrite to start again')
-    get_device(cfg.device)
-    tok = CharTokenizer()
-    excl = read_prompts(exclude)
-    data = TaskData.from_config(task, tok, cfg, excl)
-    _fits(task, tok, model_cfg, data.val + data.test + data.rows(0, 256))
-    if model is None:
-        with torch.random.fork_rng():
-            torch.manual_seed(cfg.seed)
-            model = GPT(model_cfg)
-    if overwrite and not resume: _clear_run(out)
-    run = dict(preset=preset, task=task.to_dict(), model=asdict(model_cfg), train=cfg.to_dict(),
-               exclude=[str(e) for e in exclude])
-    atomic_write(out/'run.json', json.dumps(run, indent=1, default=str))
-    for k in ('val', 'test'): write_jsonl(getattr(data, k), out/f'{k}.jsonl')
-    if cfg.n_train: write_jsonl(data.train, out/'train.jsonl')
-    log(f'model: {model.num_params():,} parameters; task: {task!r}; '
-        f'{cfg.n_train or "fresh"} training problems, '
-        f'{len(data.val)} val, {len(data.test)} test (never trained on)')
-    summary = train(model, data, cfg, out=out, resume=resume, loss_fn=loss_fn)
-    info = dict(task=task.to_dict(), train=cfg.to_dict(), preset=preset, summary=summary, **(meta or {}))
-    (save or save_model)(model, tok, out, **info)
-    res = evaluate(model.eval(), tok, task, data.test)
-    res = dict(res.summary, data='test.jsonl', train_steps=summary['steps'], train_time=summary['train_time'],
-               total_time=round(time.time() - t_start, 2))
-    atomic_write(out/'eval.json', json.dumps(res, indent=1))
-    save_curves(out)
-    return res
-
-# %% ../nbs/03_evaluation.ipynb #d6d576bc
-def parse_set(items) -> dict:
-    "Parse `key=value` overrides; values are read as JSON when they parse, else kept as strings."
-    out = {}
-    for it in items or []:
-        if '=' not in it: raise UserError(f'bad --set {it!r}: use key=value')
-        k, v = it.split('=', 1)
-        try: out[k.strip()] = json.loads(v)
-        except (ValueError, RecursionError): out[k.strip()] = v
-    return out
-
-# %% ../nbs/03_evaluation.ipynb #c92cee02
-@call_parse
-def mathnb_train(
-    preset:str='add3-cot',       # training preset (see TRAIN_PRESETS)
-    out:str=None,                # model directory (default: runs/PRESET)
-    steps:int=None,              # training steps (with --resume: extend the run to this many)
-    seed:int=None,               # random seed (data splits, init, batches)
-    target_acc:float=None,       # stop when validation exact match reaches this
-    n_train:int=None,            # unique training problems (default: fresh problems every step)
-    exclude:Param('JSONL files whose prompts are never trained on', str, nargs='*')=None,
-    resume:bool=False,           # continue the run in OUT from its checkpoint, with its own settings
-    overwrite:bool=False,        # start again in an OUT that holds a checkpoint (deletes it)
-    device:str=None,             # auto, cpu, cuda or mps
-    batch_size:int=None,         # batch size
-    lr:float=None,               # peak learning rate
-    model:str=None,              # model preset (tiny, small, ...)
-    set:Param('other task/TrainConfig/GPTConfig fields as key=value', str, nargs='*')=None,
-    quiet:bool=False,            # no progress bar
-):
-    "Train a model on generated arithmetic problems and evaluate it on a held-out test split."
-    given = dict(seed=seed, target_acc=target_acc, n_train=n_train, batch_size=batch_size, lr=lr, model=model)
-    given = {k: v for k, v in given.items() if v is not None} | parse_set(set)
-    out = check_out_dir(out or f'runs/{preset}')
-    if resume:
-        if given or exclude: raise UserError(f'--resume continues the run in {out} with its own settings; '
-                                            f'drop {", ".join(sorted(given)) or "--exclude"} (only --steps, '
-                                            '--device, --quiet apply)')
-        if not ((out/'checkpoint').exists() or (out/'checkpoint.old').exists()):
-            raise TrainingError(f'nothing to resume: no checkpoint in {out}')
-        task, mc, cfg, preset, exclude = _resume_parts(out, steps)
-        cfg = replace(cfg, progress=not quiet, **({'device': device} if device else {}))
-    else:
-        task, mc, cfg = preset_parts(preset, **given, **({'steps': steps} if steps else {}),
-                                     **({'device': device} if device else {}), progress=not quiet)
-    res = run_training(task, mc, cfg, out, exclude or [], resume, overwrite, preset)
-    print(f"test exact match {100 * res['accuracy']:.2f}% on {res['n']} held-out problems "
-          f"({res['train_steps']} steps, {res['train_time']:.0f}s training, {res['total_time']:.0f}s in all)")
-    print(f'model: {out}/  curves: {out}/figures/  try: mathnb-solve --model {out} "658+189="')
-    return res
-
-def mathnb_train_cli(): run_cli(mathnb_train, 'mathnb-train')
