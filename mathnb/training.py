@@ -4,28 +4,41 @@
 
 # %% ../nbs/04_training.ipynb #ab0fcd76
 from __future__ import annotations
-import json, math, os, shutil, time, warnings, zlib, random
+import functools, inspect, json, math, os, shutil, signal, time, warnings, zlib, random
+from contextlib import nullcontext
 from dataclasses import dataclass, asdict, field, fields, replace
+from datetime import timedelta
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 import torch, torch.nn as nn, torch.nn.functional as F
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 from safetensors.torch import save_file, load_file
 from tqdm.auto import tqdm
+from fastcore.script import call_parse, Param
 import mathnb
-from .core import UserError, atomic_write, load_json, read_jsonl
-from .tokenizer import CharTokenizer, MathTokenizer
-from .model import (GPT, GPTConfig, ConfigError, get_config, get_device, complete,
+from .core import UserError, atomic_write, load_json, read_jsonl, check_out_dir, run_cli
+from .tokenizer import CharTokenizer, BPETokenizer, MathTokenizer, load_tokenizer
+from .model import (GPT, GPTConfig, ConfigError, get_config, get_device, complete, save_model,
                           PRESETS as MODEL_PRESETS)
-from .data import Task, ArithmeticTask, encode_rows, collate, DataSpecError, IGNORE
+from .data import (Task, ArithmeticTask, task_class, task_from_dict, encode_rows, collate, read_prompts,
+                         write_jsonl, DataSpecError, IGNORE)
 from .data import curriculum as easy_to_hard
+from .evaluation import evaluate
 
 # %% auto #0
-__all__ = ['TRAIN_PRESETS', 'TASK_FIELDS', 'TrainConfig', 'TaskData', 'lr_at', 'lm_loss', 'next_token_loss', 'make_optimizer',
-           'TrainingError', 'trainable_state', 'save_checkpoint', 'read_checkpoint_state', 'load_checkpoint',
-           'validate', 'Loggers', 'train', 'read_metrics', 'plot_loss', 'plot_accuracy', 'save_curves', 'preset_parts']
+__all__ = ['PEAK_FLOPS', 'TRAIN_PRESETS', 'TrainConfig', 'DataSource', 'epoch_order', 'TaskData', 'lr_at', 'lm_loss',
+           'next_token_loss', 'make_optimizer', 'TrainingError', 'trainable_state', 'save_checkpoint',
+           'read_checkpoint_state', 'load_checkpoint', 'rank_and_world', 'is_main', 'init_distributed',
+           'close_distributed', 'all_sum', 'barrier', 'validate', 'Loggers', 'LossModule', 'forward_backward',
+           'memory_estimate', 'memory_report', 'flops_per_token', 'peak_flops', 'Meter', 'Stopped',
+           'set_grad_checkpointing', 'train', 'read_metrics', 'plot_loss', 'plot_accuracy', 'save_curves', 'preset_for',
+           'task_fields', 'preset_parts', 'task_tokenizer', 'has_checkpoint', 'run_training', 'parse_set',
+           'resume_parts', 'run_summary', 'mathnb_train', 'mathnb_train_cli']
 
 # %% ../nbs/04_training.ipynb #f1ac54da
 _INTS = dict(steps=1, batch_size=1, grad_accum=1, warmup=0, eval_every=1, log_every=1, ckpt_every=1, n_val=0,
-             n_test=0)
+             n_test=0, dist_timeout=1)
 _FLOATS = dict(lr=(0, False), min_lr=(0, True), weight_decay=(0, True), grad_clip=(0, False))
 
 def _is_int(v) -> bool: return type(v) is int
@@ -47,6 +60,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     dtype: str = 'auto'               # auto, fp32, bf16 or fp16 (fp16 only on CUDA, with a grad scaler)
     compile: bool = False             # torch.compile the model
+    grad_checkpointing: bool = False  # recompute activations in the backward pass (less memory)
     device: str = 'auto'
     seed: int = 0
     n_train: int | None = None        # unique training problems; None = fresh problems every step
@@ -59,6 +73,8 @@ class TrainConfig:
     ckpt_every: int = 100
     progress: bool = True
     log_to: tuple = ()                # 'wandb' and/or 'tensorboard', if installed
+    peak_flops: float | None = None   # the device's peak FLOP/s for MFU (None: a known GPU's, or measured)
+    dist_timeout: int = 900           # seconds a process waits for the others (collectives, barriers)
 
     def __post_init__(self):
         for k, lo in _INTS.items():
@@ -84,9 +100,11 @@ class TrainConfig:
             raise ConfigError(f'unknown dtype {self.dtype!r}: choose auto, fp32, bf16 or fp16')
         if self.target_acc is not None and not (_is_num(self.target_acc) and 0 < self.target_acc <= 1):
             raise ConfigError(f'target_acc must be in (0, 1], got {self.target_acc!r}')
-        for k in ('compile', 'curriculum', 'progress'):
+        for k in ('compile', 'grad_checkpointing', 'curriculum', 'progress'):
             if type(getattr(self, k)) is not bool:
                 raise ConfigError(f'{k} must be true or false, got {getattr(self, k)!r}')
+        if self.peak_flops is not None and not (_is_num(self.peak_flops) and self.peak_flops > 0):
+            raise ConfigError(f'peak_flops must be a positive number, got {self.peak_flops!r}')
         if not isinstance(self.device, str):
             raise ConfigError(f'device must be a name such as cpu, got {self.device!r}')
         self.log_to = tuple([self.log_to] if isinstance(self.log_to, str) else self.log_to)
@@ -101,8 +119,30 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 # %% ../nbs/04_training.ipynb #f61fd3eb
+@runtime_checkable
+class DataSource(Protocol):
+    "What `train` consumes: a tokenizer, a task, validation rows, and the batch of each step."
+    tok: MathTokenizer
+    task: Task
+    val: list
+    def batch(self, step:int, n:int) -> dict:
+        "`n` rows of step `step` as tensors (`input_ids`, `labels`): a pure function of (seed, step)."
+        ...
+
+# %% ../nbs/04_training.ipynb #1d9cd50e
 def _rng(*key) -> random.Random: return random.Random(zlib.crc32(json.dumps(key).encode()))
 
+def epoch_order(n_rows:int, seed:int, step:int, n:int, ordered_first_epoch:bool=False) -> list[int]:
+    "Row indices of step `step`'s `n` rows: epoch after epoch, each a seeded shuffle of `range(n_rows)`."
+    start, out = step * n, []
+    while len(out) < n:
+        epoch, i = divmod(start + len(out), n_rows)
+        perm = list(range(n_rows))
+        if not (epoch == 0 and ordered_first_epoch): _rng('epoch', seed, epoch).shuffle(perm)
+        out += perm[i:i + n - len(out)]
+    return out
+
+# %% ../nbs/04_training.ipynb #ae7ac469
 class TaskData:
     "Held-out splits of a `Task` plus training batches that depend only on (seed, step)."
     def __init__(self, task:Task, tok:MathTokenizer, n_train:int|None=None, n_val:int=500, n_test:int=2000,
@@ -119,6 +159,8 @@ class TaskData:
         "The data that `cfg`'s `n_train`, `n_val`, `n_test`, `seed` and `curriculum` ask for."
         return cls(task, tok, cfg.n_train, cfg.n_val, cfg.n_test, cfg.seed, cfg.curriculum, exclude)
 
+    def _indices(self, step, n): return epoch_order(len(self.train), self.seed, step, n, self.curriculum)
+
     def rows(self, step:int, n:int) -> list[dict]:
         "The `n` training rows of step `step`."
         if self._ids is not None: return [self.train[i] for i in self._indices(step, n)]
@@ -126,15 +168,6 @@ class TaskData:
         while len(out) < n:
             r = self.task.sample(rng)
             if r['prompt'] not in self.held_out: out.append(r)
-        return out
-
-    def _indices(self, step, n):
-        N, start, out = len(self.train), step * n, []
-        while len(out) < n:
-            epoch, i = divmod(start + len(out), N)
-            perm = list(range(N))
-            if not (epoch == 0 and self.curriculum): _rng('epoch', self.seed, epoch).shuffle(perm)
-            out += perm[i:i + n - len(out)]
         return out
 
     def batch(self, step:int, n:int) -> dict:
@@ -265,20 +298,63 @@ def load_checkpoint(path, modules:dict, opt) -> dict:
     if 'rng.cuda' in ot and torch.cuda.is_available(): torch.cuda.set_rng_state(ot['rng.cuda'])
     return state
 
+# %% ../nbs/04_training.ipynb #1b6962f4
+def rank_and_world() -> tuple[int, int]:
+    "(rank, number of processes) of this training job: torchrun's `RANK` and `WORLD_SIZE`, else (0, 1)."
+    if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
+    return int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1))
+
+def is_main() -> bool:
+    "True in the process that writes files: rank 0, or the only process."
+    return rank_and_world()[0] == 0
+
+# %% ../nbs/04_training.ipynb #63b6445e
+def init_distributed(device='auto', timeout:float=900) -> torch.device:
+    "This process's device; under torchrun, join the process group first (NCCL on CUDA, gloo on CPU)."
+    dev = get_device(device)
+    if int(os.environ.get('WORLD_SIZE', 1)) == 1: return dev
+    if dev.type == 'cuda':
+        dev = torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0)))
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        dist.init_process_group('nccl' if dev.type == 'cuda' else 'gloo', timeout=timedelta(seconds=timeout))
+    return dev
+
+def close_distributed():
+    "Leave the process group, if this process joined one."
+    if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
+
+# %% ../nbs/04_training.ipynb #6adf3595
+def all_sum(values:list[float], dev:torch.device) -> list[float]:
+    "`values` summed over every process of the job (unchanged in a single process)."
+    if rank_and_world()[1] == 1: return [float(v) for v in values]
+    t = torch.tensor(values, dtype=torch.float64, device=dev if dev.type == 'cuda' else 'cpu')
+    dist.all_reduce(t)
+    return t.tolist()
+
+def barrier():
+    "Wait for every process of the job (rank 0 writing files, the others waiting); no-op in one process."
+    if rank_and_world()[1] > 1: dist.barrier()
+
 # %% ../nbs/04_training.ipynb #d1101d0c
 @torch.no_grad()
 def validate(model:nn.Module, tok:MathTokenizer, task:Task, rows:list[dict]) -> dict:
-    "Validation loss (teacher forcing) and exact match (greedy, graded by `task`) on `rows`."
-    was = model.training
+    "Validation loss (teacher forcing) and exact match (greedy, graded by `task`), sharded over the processes."
+    rank, world = rank_and_world()
+    mine, dev, was = rows[rank::world], next(model.parameters()).device, model.training
     model.eval()
     try:
-        dev = next(model.parameters()).device
-        b = collate(encode_rows(rows, tok), tok.pad_id)
-        loss = lm_loss(model(b['input_ids'].to(dev)), b['labels'].to(dev)).item()
-        outs = complete(model, tok, [r['prompt'] for r in rows], task.max_new_tokens(tok, rows))
-        acc = sum(task.grade(r, o)['correct'] for r, o in zip(rows, outs)) / max(len(rows), 1)
+        sums = [0.0, 0, 0]                                # loss * tokens, tokens, right answers
+        if mine:
+            b = collate(encode_rows(mine, tok), tok.pad_id)
+            y = b['labels'].to(dev)
+            n = int((y != IGNORE).sum())
+            outs = complete(model, tok, [r['prompt'] for r in mine], task.max_new_tokens(tok, rows))
+            sums = [lm_loss(model(b['input_ids'].to(dev)), y).item() * n, n,
+                    sum(task.grade(r, o)['correct'] for r, o in zip(mine, outs))]
+        loss_sum, n_tok, right = all_sum(sums, dev)
     finally: model.train(was)
-    return dict(val_loss=loss, val_acc=acc)
+    return dict(val_loss=loss_sum / max(n_tok, 1), val_acc=right / max(len(rows), 1))
 
 # %% ../nbs/04_training.ipynb #cdd21cdb
 class Loggers:
@@ -328,80 +404,221 @@ def _autocast_dtype(cfg, dev):
     if cfg.dtype == 'auto' and not torch.cuda.is_bf16_supported(): return torch.float16
     return torch.bfloat16
 
-def _split_loss(out) -> tuple[torch.Tensor, dict]:
-    return (out[0], dict(out[1])) if isinstance(out, tuple) else (out, {})
+# %% ../nbs/04_training.ipynb #1c27592c
+class LossModule(nn.Module):
+    "A model and its loss as one module, so that DDP sees every trainable parameter and every forward."
+    def __init__(self, model:nn.Module, loss_fn, fwd=None):
+        super().__init__()
+        self.model, self.loss_fn, self.fwd = model, loss_fn, fwd
+    def forward(self, batch:dict):
+        out = self.loss_fn(self.fwd if self.fwd is not None else self.model, batch)
+        return (out[0], dict(out[1])) if isinstance(out, tuple) else (out, {})
+
+# %% ../nbs/04_training.ipynb #b79a2684
+def _slice(batch:dict, parts:int, i:int) -> dict: return {k: v.tensor_split(parts)[i] for k, v in batch.items()}
+
+def forward_backward(net:nn.Module, batch:dict, grad_accum:int, dev, ac_dtype=None, scaler=None):
+    "Loss, extras and gradients of this process's share of one step's global `batch`, as the whole batch gives them."
+    rank, world = rank_and_world()
+    n_tok = max(1, int((batch['labels'] != IGNORE).sum()))
+    mine, total, extras = _slice(batch, world, rank), 0.0, {}
+    for i in range(grad_accum):
+        chunk = {k: v.to(dev) for k, v in _slice(mine, grad_accum, i).items()}
+        share = int((chunk['labels'] != IGNORE).sum()) / n_tok       # of the step's mean over all tokens
+        last = i == grad_accum - 1
+        with net.no_sync() if isinstance(net, DDP) and not last else nullcontext():
+            with torch.autocast(dev.type, dtype=ac_dtype, enabled=ac_dtype is not None):
+                loss, ex = net(chunk)
+            part = loss * (share * world)                   # DDP averages the processes' gradients
+            (scaler.scale(part) if scaler else part).backward()
+        total += loss.item() * share
+        extras = {k: extras.get(k, 0.0) + float(v) * share for k, v in ex.items()}
+    sums = all_sum([total, *extras.values()], dev)
+    return sums[0], dict(zip(extras, sums[1:]))
+
+# %% ../nbs/04_training.ipynb #7ca6ffa5
+def _dims(model:nn.Module) -> tuple[int, int, int, int]:
+    "(layers, width, heads, vocabulary) of a mathnb GPT, or of a Hugging Face model's config."
+    c = getattr(model, 'config', None)
+    get = lambda *names: next((getattr(c, n) for n in names if getattr(c, n, None)), 0)
+    return (get('n_layer', 'num_hidden_layers'), get('n_embd', 'hidden_size'),
+            get('n_head', 'num_attention_heads'), get('vocab_size'))
+
+def memory_estimate(model:nn.Module, cfg:TrainConfig, T:int, world:int=1) -> dict:
+    "Bytes per process for weights, gradients, AdamW state and activations of one micro-batch of `T` tokens."
+    ps = list(model.parameters())
+    weights = sum(p.numel() * p.element_size() for p in ps)
+    trainable = sum(p.numel() for p in ps if p.requires_grad)
+    L, d, h, V = _dims(model)
+    B, a = -(-cfg.batch_size // world), 2 if cfg.dtype in ('bf16', 'fp16') else 4
+    layer = B * T * (34 * d + 5 * h * T) * a / 2          # Korthikanti et al. 2022, per layer
+    acts = (L * B * T * d * a + layer) if cfg.grad_checkpointing else L * layer
+    acts += 3 * B * T * V * 4                             # fp32 logits, their softmax and its gradient
+    out = dict(weights=weights, gradients=4 * trainable, optimizer=8 * trainable, activations=int(acts))
+    return out | dict(total=sum(out.values()))
+
+# %% ../nbs/04_training.ipynb #151b0ec7
+def _mb(n:float) -> str: return f'{n / 2**20:,.1f} MB' if n < 2**30 else f'{n / 2**30:,.2f} GB'
+
+def memory_report(est:dict) -> str:
+    "One line: the memory estimate of `memory_estimate`."
+    parts = ', '.join(f'{k} {_mb(v)}' for k, v in est.items() if k != 'total')
+    return f"memory estimate per process: {_mb(est['total'])} ({parts})"
+
+# %% ../nbs/04_training.ipynb #b98fc8c7
+def flops_per_token(model:nn.Module, T:int) -> float:
+    "Training FLOPs per token, 6N + 12·L·d·T (N: parameters outside the embeddings; PaLM appendix B)."
+    L, d, _, _ = _dims(model)
+    n = model.num_params(non_embedding=True) if hasattr(model, 'num_params') else sum(
+        p.numel() for p in model.parameters())
+    return 6 * n + 12 * L * d * T
+
+PEAK_FLOPS = {'H200': 989e12, 'H100': 989e12, 'A100': 312e12, 'L40S': 362e12, 'L4': 121e12, 'A10': 125e12,
+              'V100': 125e12, 'T4': 65e12}        # dense bf16/fp16 tensor-core peaks, FLOP/s
+
+@functools.cache
+def peak_flops(dev:torch.device, n:int=1024, reps:int=4) -> float|None:
+    "The device's peak FLOP/s: the table's for a known GPU, measured once with an fp32 matmul on a CPU."
+    if dev.type == 'cuda':
+        name = torch.cuda.get_device_name(dev)
+        return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+    if dev.type != 'cpu': return None
+    a = torch.randn(n, n, generator=torch.Generator().manual_seed(0))     # leaves the global RNG alone
+    a @ a
+    t = time.perf_counter()
+    for _ in range(reps): a @ a
+    return 2 * n**3 * reps / (time.perf_counter() - t)
+
+# %% ../nbs/04_training.ipynb #b51006fc
+class Meter:
+    "Tokens per second and model FLOPs utilisation over the training steps since the last reading."
+    def __init__(self, model:nn.Module, cfg:TrainConfig, dev:torch.device, world:int=1):
+        self.model, self.world = model, world
+        self.peak = cfg.peak_flops or peak_flops(dev)
+        self.restart()
+    def restart(self): self.t, self.tokens, self.flops = time.perf_counter(), 0, 0.0
+    def add(self, batch:dict):
+        B, T = batch['input_ids'].shape
+        self.tokens += B * T
+        self.flops += B * T * flops_per_token(self.model, T)
+    def read(self) -> dict:
+        dt = max(time.perf_counter() - self.t, 1e-9)
+        d = dict(tok_per_s=round(self.tokens / dt, 1), tflops=round(self.flops / dt / 1e12, 4))
+        if self.peak: d['mfu'] = round(self.flops / dt / (self.peak * self.world), 4)
+        self.restart()
+        return d
+
+# %% ../nbs/04_training.ipynb #b8edfe53
+class Stopped(TrainingError):
+    "This process was told to stop (SIGTERM from torchrun when another process of the job failed)."
+
+def _on_sigterm(signum, frame): raise Stopped('stopped by the launcher (SIGTERM)')
+
+def _broken(e:Exception, step:int, good:int, ckpt) -> TrainingError:
+    "The one-line error of a process whose job broke at `step`."
+    rank, world = rank_and_world()
+    where = f'continue from the checkpoint of step {good} in {ckpt} with --resume' if ckpt and good else 'no checkpoint yet'
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    return TrainingError(f'rank {rank} of {world}: stopped at step {step}: {first}; '
+                         f'another process of the job probably failed; {where}')
+
+# %% ../nbs/04_training.ipynb #92ef44ea
+def set_grad_checkpointing(model:nn.Module, on:bool):
+    "Switch activation checkpointing in every mathnb GPT inside `model` (and in a Hugging Face model)."
+    for m in model.modules():
+        if isinstance(m, GPT): m.grad_checkpointing = on
+    if on and hasattr(model, 'gradient_checkpointing_enable'): model.gradient_checkpointing_enable()
+
+# %% ../nbs/04_training.ipynb #87f55ef3
+def _optimizer_step(opt, cfg:TrainConfig, scaler=None) -> float:
+    "Clip the gradients, step the optimizer, zero the gradients; return the gradient norm before clipping."
+    if scaler: scaler.unscale_(opt)
+    gnorm = torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g['params']], cfg.grad_clip)
+    if scaler:
+        scaler.step(opt)
+        scaler.update()
+    else: opt.step()
+    opt.zero_grad(set_to_none=True)
+    return gnorm.item()
+
+def _wrap(model:nn.Module, loss_fn, cfg:TrainConfig, dev:torch.device) -> nn.Module:
+    "The model and its loss as one module, compiled if asked, in DDP when the job has several processes."
+    net = LossModule(model, loss_fn, torch.compile(model) if cfg.compile else None)
+    if rank_and_world()[1] == 1: return net
+    return DDP(net, device_ids=[dev.index] if dev.type == 'cuda' else None, find_unused_parameters=True,
+               broadcast_buffers=False)
 
 # %% ../nbs/04_training.ipynb #624d94b2
-def train(model:nn.Module, data:TaskData, cfg:TrainConfig, out=None, resume:bool=False, loss_fn=None,
+def train(model:nn.Module, data:DataSource, cfg:TrainConfig, out=None, resume:bool=False, loss_fn=None,
           callback=None) -> dict:
-    "Train `model` on `data` with `loss_fn(model, batch)`, checkpoints, metrics in `out`; return a summary."
-    dev, loss_fn = get_device(cfg.device), loss_fn or next_token_loss
+    "Train `model` on `data` with `loss_fn(model, batch)`, data-parallel under torchrun; return a summary."
+    dev, loss_fn = init_distributed(cfg.device, cfg.dist_timeout), loss_fn or next_token_loss
+    rank, world = rank_and_world()
+    if cfg.batch_size < world: raise ConfigError(f'batch_size={cfg.batch_size} is below the {world} processes')
     modules = {'model': model, **({'loss': loss_fn} if isinstance(loss_fn, nn.Module) else {})}
     for m in modules.values(): m.to(dev).train()
+    set_grad_checkpointing(model, cfg.grad_checkpointing)
     opt = make_optimizer([p for m in modules.values() for p in m.parameters()], cfg)
     ac_dtype = _autocast_dtype(cfg, dev)
     scaler = torch.amp.GradScaler('cuda') if ac_dtype == torch.float16 else None
-    out = Path(out) if out is not None else None
-    ckpt, step, last, run_time, tokens = (out/'checkpoint' if out else None), 0, {}, 0.0, 0
+    ckpt = Path(out)/'checkpoint' if out is not None else None
+    if resume and ckpt is None: raise TrainingError('nothing to resume: no output folder given')
+    main, sigterm = is_main(), signal.getsignal(signal.SIGTERM)
     with torch.random.fork_rng(devices=[dev] if dev.type == 'cuda' else []):
         torch.manual_seed(cfg.seed)
-        if resume:
-            if ckpt is None: raise TrainingError('nothing to resume: no output folder given')
-            state = load_checkpoint(ckpt, modules, opt)
-            step, last = state['step'], state.get('last_val', {})
-            run_time, tokens = state.get('train_time', 0.0), state.get('tokens', 0)
-        good, fwd = step, torch.compile(model) if cfg.compile else model
-        log, t0, stop = Loggers(out, cfg, step), time.time() - run_time, None
-        bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress, desc='train', dynamic_ncols=True)
+        st = load_checkpoint(ckpt, modules, opt) if resume else {}
+        net, step, last, tokens = _wrap(model, loss_fn, cfg, dev), st.get('step', 0), st.get('last_val', {}), \
+            st.get('tokens', 0)
+        t0, good, stop, meter = time.time() - st.get('train_time', 0.0), st.get('step', 0), None, None
+        log = Loggers(out if main else None, cfg if main else replace(cfg, log_to=()), step)
+        bar = tqdm(total=cfg.steps, initial=step, disable=not (cfg.progress and main), desc='train',
+                   dynamic_ncols=True)
+        if world > 1: signal.signal(signal.SIGTERM, _on_sigterm)
         try:
+            meter = Meter(model, cfg, dev, world)
             while step < cfg.steps:
                 lr = lr_at(step, cfg)
                 for g in opt.param_groups: g['lr'] = lr
-                b = {k: v.to(dev) for k, v in data.batch(step, cfg.batch_size * cfg.grad_accum).items()}
-                total, extras = 0.0, {}
-                for chunk in zip(*(v.chunk(cfg.grad_accum) for v in b.values())):
-                    with torch.autocast(dev.type, dtype=ac_dtype, enabled=ac_dtype is not None):
-                        loss, ex = _split_loss(loss_fn(fwd, dict(zip(b, chunk))))
-                    loss = loss / cfg.grad_accum
-                    (scaler.scale(loss) if scaler else loss).backward()
-                    total += loss.item()
-                    extras = {k: extras.get(k, 0) + float(v) / cfg.grad_accum for k, v in ex.items()}
-                if not math.isfinite(total):
-                    raise TrainingError(f'loss became {total} at step {step}; stopped' +
+                b = data.batch(step, cfg.batch_size * cfg.grad_accum)
+                loss, extras = forward_backward(net, b, cfg.grad_accum, dev, ac_dtype, scaler)
+                if not math.isfinite(loss):
+                    raise TrainingError(f'loss became {loss} at step {step}; stopped' +
                                         (f'; the last good checkpoint (step {good}) is kept in {ckpt}'
                                          if ckpt and good else ''))
-                if scaler: scaler.unscale_(opt)
-                gnorm = torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g['params']],
-                                                       cfg.grad_clip).item()
-                if scaler:
-                    scaler.step(opt)
-                    scaler.update()
-                else: opt.step()
-                opt.zero_grad(set_to_none=True)
+                gnorm = _optimizer_step(opt, cfg, scaler)
                 step += 1
                 tokens += int((b['labels'] != IGNORE).sum())
-                rec = dict(step=step, time=round(time.time() - t0, 3), loss=total, lr=lr, grad_norm=gnorm,
+                meter.add(b)
+                rec = dict(step=step, time=round(time.time() - t0, 3), loss=loss, lr=lr, grad_norm=gnorm,
                            **extras)
+                if step % cfg.log_every == 0: rec |= meter.read()
                 if (step % cfg.eval_every == 0 or step == cfg.steps) and data.val:
-                    rec |= validate(model, data.tok, data.task, data.val)
+                    rec |= validate(model, data.tok, data.task, data.val) | dict(val_processes=world)
                     last = {k: rec[k] for k in ('val_loss', 'val_acc')}
                     if cfg.target_acc and rec['val_acc'] >= cfg.target_acc: stop = 'target'
                 if step % cfg.log_every == 0 or 'val_loss' in rec or stop: log.log(rec)
                 bar.update(1)
-                bar.set_postfix(loss=f'{total:.4f}',
+                bar.set_postfix(loss=f'{loss:.4f}',
                                 **({'val_acc': f"{last['val_acc']:.3f}"} if 'val_acc' in last else {}))
                 if ckpt and (step % cfg.ckpt_every == 0 or step == cfg.steps or stop):
                     extra = dict(last_val=last, train_time=round(time.time() - t0, 3), tokens=tokens,
-                                 stopped=stop)
-                    try: save_checkpoint(ckpt, modules, opt, step, cfg, extra)
+                                 stopped=stop, processes=world)
+                    try:
+                        if main: save_checkpoint(ckpt, modules, opt, step, cfg, extra)
                     except TrainingError as e:
                         raise TrainingError(f'{e}; stopped' +
                                             (f'; the last good checkpoint (step {good}) is kept in {ckpt}'
                                              if good else '')) from None
+                    barrier()
                     good = step
+                if 'val_loss' in rec or step == good: meter.restart()
                 if callback: callback(step, rec)
                 if stop: break
+        except (RuntimeError, Stopped) as e:
+            if world == 1: raise
+            raise _broken(e, step, good, ckpt) from None
         finally:
+            signal.signal(signal.SIGTERM, sigterm)
             bar.close()
             log.close()
     return dict(steps=step, stopped=stop or 'steps', train_time=round(time.time() - t0, 2), tokens=tokens,
@@ -468,24 +685,231 @@ TRAIN_PRESETS = {
                             train=dict(steps=6000, lr=1e-3, min_lr=1e-4)),
     'add1-10-cot':     dict(task=dict(task='add', digits='10', fmt='think', balance_carries=True),
                             model='small', train=dict(steps=6000, lr=1e-3, min_lr=1e-4)),
+    'wordproblem':     dict(task=dict(kind='wordproblem'), model='tiny',
+                            model_overrides=dict(n_layer=3, n_embd=128, n_head=4, block_size=192),
+                            train=dict(steps=700, batch_size=32, warmup=30, n_val=100, n_test=200,
+                                       eval_every=100)),
 }
-TASK_FIELDS = ('task', 'digits', 'fmt', 'balance_carries', 'sampling')
+
+# %% ../nbs/04_training.ipynb #58d5dfd3
+def _kind(p:dict) -> str: return p['task'].get('kind', 'arithmetic')
+
+def preset_for(kind:str) -> str|None:
+    "The preset that trains task kind `kind` by default: the one named so, else the first of that kind."
+    task_class(kind)                                    # an unknown kind is a clear error
+    if kind in TRAIN_PRESETS: return kind
+    return next((n for n, p in TRAIN_PRESETS.items() if _kind(p) == kind), None)
+
+def task_fields(kind:str) -> set[str]:
+    "The settings a task of kind `kind` takes (its constructor's arguments)."
+    ps = inspect.signature(task_class(kind).__init__).parameters
+    return {n for n in ps if n != 'self'} | ({'format'} if kind == 'arithmetic' else set())
 
 # %% ../nbs/04_training.ipynb #c8db4e64
-def preset_parts(name:str='add3-cot', **overrides) -> tuple[ArithmeticTask, GPTConfig, TrainConfig]:
-    "The task, model config and `TrainConfig` of preset `name`, with `overrides` sent where they belong."
-    if name not in TRAIN_PRESETS:
+def preset_parts(name:str|None='add3-cot', kind:str|None=None, **overrides) -> tuple[Task, GPTConfig, TrainConfig]:
+    "The task, model config and `TrainConfig` of preset `name` (or of task `kind`), with `overrides` sent where they belong."
+    if name is None: name = preset_for(kind or 'arithmetic')
+    if name is not None and name not in TRAIN_PRESETS:
         raise ConfigError(f'unknown preset {name!r}: choose from {", ".join(TRAIN_PRESETS)}')
-    p = TRAIN_PRESETS[name]
-    tf, mf = {f.name for f in fields(TrainConfig)}, {f.name for f in fields(GPTConfig)}
-    if 'format' in overrides: overrides['fmt'] = overrides.pop('format')
-    if bad := sorted(set(overrides) - tf - mf - set(TASK_FIELDS) - {'model'}):
-        raise ConfigError(f'unknown option(s) {bad}: not a task, TrainConfig or GPTConfig field')
-    task = ArithmeticTask(**{**p['task'], **{k: v for k, v in overrides.items() if k in TASK_FIELDS}})
+    p = TRAIN_PRESETS[name] if name else dict(task=dict(kind=kind))
+    if kind and _kind(p) != kind: raise ConfigError(f'preset {name!r} trains {_kind(p)} tasks, not {kind}')
+    kind = _kind(p)
+    tf, mf, kf = {f.name for f in fields(TrainConfig)}, {f.name for f in fields(GPTConfig)}, task_fields(kind)
+    if bad := sorted(set(overrides) - tf - mf - kf - {'model'}):
+        raise ConfigError(f'unknown option(s) {bad}: not a {kind} task, TrainConfig or GPTConfig field')
+    task = task_from_dict({**p['task'], 'kind': kind, **{k: v for k, v in overrides.items() if k in kf}})
     preset = overrides.get('model', p.get('model', 'tiny'))
     if preset not in MODEL_PRESETS:
         raise ConfigError(f'unknown model preset {preset!r}: choose from {", ".join(MODEL_PRESETS)}')
     mo = {**p.get('model_overrides', {}), **{k: v for k, v in overrides.items() if k in mf}}
-    model_cfg = get_config(preset, CharTokenizer().vocab_size, **mo)
-    return task, model_cfg, TrainConfig(**{**p.get('train', {}),
-                                           **{k: v for k, v in overrides.items() if k in tf}})
+    vocab = task.tokenizer_spec.get('vocab_size') or CharTokenizer().vocab_size
+    return task, get_config(preset, vocab, **mo), TrainConfig(**{**p.get('train', {}),
+                                                                 **{k: v for k, v in overrides.items() if k in tf}})
+
+# %% ../nbs/04_training.ipynb #0a487830
+def task_tokenizer(task:Task, seed:int=0, path=None) -> MathTokenizer:
+    "The tokenizer of a fresh run of `task`: loaded from `path`, else the one `task.tokenizer_spec` asks for."
+    if path: return load_tokenizer(path)
+    spec = task.tokenizer_spec
+    if spec.get('kind', 'char') == 'char': return CharTokenizer()
+    rng = _rng('tokenizer', seed)
+    rows = [task.sample(rng) for _ in range(spec.get('n_texts', 3000))]
+    return BPETokenizer.train([r['prompt'] + (task.target_of(r) or '') for r in rows], spec.get('vocab_size', 1024))
+
+def _run_tokenizer(task:Task, cfg:TrainConfig, out:Path, resume:bool, path=None) -> MathTokenizer:
+    "A resumed run's own tokenizer (char for runs older than the file), else a fresh run's."
+    if not resume: return task_tokenizer(task, cfg.seed, path)
+    return load_tokenizer(out) if (out/'tokenizer.json').exists() else CharTokenizer()
+
+# %% ../nbs/04_training.ipynb #4418fc06
+def _fits(task:Task, tok, cfg:GPTConfig, rows:list[dict]):
+    "A `ConfigError` unless the longest prompt plus target of `rows` fits `cfg.block_size`."
+    need = max((len(tok.encode(r['prompt'])) + len(tok.encode(t)) for r in rows if (t := task.target_of(r))),
+               default=0)
+    if need > cfg.block_size:
+        raise ConfigError(f'block_size={cfg.block_size} is too small: the task needs {need} tokens')
+
+def _clear_run(out:Path):
+    "Remove a previous run's checkpoint and metrics from `out` (for `--overwrite`)."
+    for name in ('checkpoint', 'checkpoint.old', 'checkpoint.tmp'):
+        shutil.rmtree(out/name, ignore_errors=True)
+    (out/'metrics.jsonl').unlink(missing_ok=True)
+
+def has_checkpoint(out) -> bool:
+    "Whether run folder `out` holds a checkpoint (or the old half of an interrupted checkpoint swap)."
+    return (Path(out)/'checkpoint').exists() or (Path(out)/'checkpoint.old').exists()
+
+# %% ../nbs/04_training.ipynb #34681f10
+def _start_run(out:Path, data, tok, run:dict, overwrite:bool, resume:bool):
+    "Rank 0 writes the run's settings, tokenizer and held-out splits; the other processes wait."
+    if is_main():
+        if overwrite and not resume: _clear_run(out)
+        atomic_write(out/'run.json', json.dumps(run, indent=1, default=str))
+        atomic_write(out/'tokenizer.json', tok.to_json())
+        for k in ('val', 'test', 'train'):
+            if getattr(data, k, None): write_jsonl(getattr(data, k), out/f'{k}.jsonl')
+    barrier()
+
+# %% ../nbs/04_training.ipynb #7e910289
+def _finish_run(model, tok, task:Task, data, out:Path, info:dict, save, t_start:float) -> dict|None:
+    "Rank 0 saves the model directory, evaluates the held-out test split and draws the curves."
+    res = None
+    if is_main():
+        (save or save_model)(model, tok, out, **info)
+        test = getattr(data, 'test', None) or []
+        res = evaluate(model.eval(), tok, task, test).summary if test else dict(accuracy=None, n=0)
+        s = info['summary']
+        res = dict(res, data='test.jsonl', train_steps=s['steps'], train_time=s['train_time'],
+                   total_time=round(time.time() - t_start, 2))
+        atomic_write(out/'eval.json', json.dumps(res, indent=1))
+        save_curves(out)
+    barrier()
+    return res
+
+# %% ../nbs/04_training.ipynb #be83e76c
+def run_training(task:Task, model_cfg:GPTConfig, cfg:TrainConfig, out, exclude=(), resume:bool=False,
+                 overwrite:bool=False, preset:str|None=None, log=print, model=None, loss_fn=None,
+                 meta:dict|None=None, save=None, data=None, tok=None, tokenizer=None) -> dict|None:
+    "Make data, train (or resume), save model directory `out`, evaluate its test split; return the summary."
+    out, t_start = check_out_dir(out), time.time()
+    if resume and not has_checkpoint(out): raise TrainingError(f'nothing to resume: no checkpoint in {out}')
+    if has_checkpoint(out) and not (resume or overwrite):
+        raise UserError(f'{out} holds a checkpoint: add --resume to continue it, or --overwrite to start again')
+    init_distributed(cfg.device, cfg.dist_timeout)
+    if tok is None: tok = _run_tokenizer(task, cfg, out, resume, tokenizer)
+    data = data or TaskData.from_config(task, tok, cfg, read_prompts(exclude))
+    if model is None:
+        model_cfg = replace(model_cfg, vocab_size=tok.vocab_size)
+        _fits(task, tok, model_cfg, data.val + getattr(data, 'test', []) + data.rows(0, 256))
+        with torch.random.fork_rng():
+            torch.manual_seed(cfg.seed)
+            model = GPT(model_cfg)
+    run = dict(preset=preset, task=task.to_dict(), model=asdict(model_cfg), train=cfg.to_dict(),
+               exclude=[str(e) for e in exclude])
+    _start_run(out, data, tok, run, overwrite, resume)
+    T = data.batch(0, min(cfg.batch_size, 256))['input_ids'].shape[1]
+    if is_main():
+        log(f'model: {sum(p.numel() for p in model.parameters()):,} parameters; task: {task!r}; '
+            f'{cfg.n_train or "fresh"} training rows, {len(data.val)} val, {len(getattr(data, "test", []))} '
+            f'test (never trained on); {rank_and_world()[1]} process(es)')
+        log(memory_report(memory_estimate(model, cfg, T, rank_and_world()[1])))
+    summary = train(model, data, cfg, out=out, resume=resume, loss_fn=loss_fn)
+    info = dict(task=task.to_dict(), train=cfg.to_dict(), preset=preset, summary=summary, **(meta or {}))
+    return _finish_run(model, tok, task, data, out, info, save, t_start)
+
+# %% ../nbs/04_training.ipynb #9ba649b1
+def parse_set(items) -> dict:
+    "Parse `key=value` overrides; values are read as JSON when they parse, else kept as strings."
+    out = {}
+    for it in items or []:
+        if '=' not in it: raise UserError(f'bad --set {it!r}: use key=value')
+        k, v = it.split('=', 1)
+        try: out[k.strip()] = json.loads(v)
+        except (ValueError, RecursionError): out[k.strip()] = v
+    return out
+
+# %% ../nbs/04_training.ipynb #3376427d
+def resume_parts(out:Path, steps:int|None=None) -> tuple:
+    "Task, model config, `TrainConfig`, preset and exclusions of the run in `out`, to resume it."
+    st = read_checkpoint_state(Path(out)/'checkpoint')
+    f = Path(out)/'run.json'
+    if not f.exists(): raise TrainingError(f'{f}: missing; cannot resume')
+    run = load_json(f, 'run file')
+    try:
+        task, mc = task_from_dict(run['task']), GPTConfig(**run['model'])
+        excl = [str(x) for x in run.get('exclude', [])]
+    except (KeyError, TypeError, UserError) as e:
+        raise TrainingError(f'{f}: damaged ({e}); cannot resume') from None
+    cfg = TrainConfig.from_dict(st['config'])
+    if steps is not None and steps != cfg.steps:
+        if steps < st['step']: raise UserError(f'--steps {steps}: the run is already at step {st["step"]}')
+        cfg = replace(cfg, steps=steps, decay_steps=cfg.decay_steps or cfg.steps)
+    return task, mc, cfg, run.get('preset'), excl
+
+# %% ../nbs/04_training.ipynb #b788b0d7
+def run_summary(res:dict, out, hint:str|None=None) -> str:
+    "The lines a training command prints at the end of a run: test exact match, time, where the model is."
+    acc = '-' if res.get('accuracy') is None else f"{100 * res['accuracy']:.2f}%"
+    lines = [f"test exact match {acc} on {res['n']} held-out problems ({res['train_steps']} steps, "
+             f"{res['train_time']:.0f}s training, {res['total_time']:.0f}s in all)",
+             f'model: {out}/  curves: {out}/figures/' + (f'  try: {hint}' if hint else '')]
+    return '\n'.join(lines)
+
+# %% ../nbs/04_training.ipynb #13889706
+def _restarted(out:Path) -> bool:
+    "True in a process that torchrun restarted (`--max-restarts`) after a failure, with a checkpoint to resume."
+    return int(os.environ.get('TORCHELASTIC_RESTART_COUNT', 0)) > 0 and has_checkpoint(out)
+
+def _resume(out:Path, steps, device, quiet:bool, given:dict, exclude, tokenizer) -> tuple:
+    "Resume the run in `out` with its own settings (only --steps, --device and --quiet apply)."
+    if (given or exclude or tokenizer) and not _restarted(out):
+        drop = ', '.join(sorted(given)) or ('--exclude' if exclude else '--tokenizer')
+        raise UserError(f'--resume continues the run in {out} with its own settings; drop {drop} '
+                        '(only --steps, --device, --quiet apply)')
+    if not has_checkpoint(out): raise TrainingError(f'nothing to resume: no checkpoint in {out}')
+    task, mc, cfg, preset, excl = resume_parts(out, steps)
+    cfg = replace(cfg, progress=not quiet, **({'device': device} if device else {}))
+    return task, mc, cfg, preset, excl
+
+def _solve_hint(task:Task, out) -> str:
+    example = '658+189=' if task.kind == 'arithmetic' else 'Ann has 3 bags of 4 eggs. How many eggs?'
+    return f'mathnb-solve --model {out} "{example}"'
+
+@call_parse
+def mathnb_train(
+    preset:str=None,             # training preset (see TRAIN_PRESETS; default add3-cot, or the --task's own)
+    task:str=None,               # task kind (arithmetic, wordproblem, ...): trains its default preset
+    out:str=None,                # model directory (default: runs/PRESET)
+    steps:int=None,              # training steps (with --resume: extend the run to this many)
+    seed:int=None,               # random seed (data splits, init, batches)
+    target_acc:float=None,       # stop when validation exact match reaches this
+    n_train:int=None,            # unique training problems (default: fresh problems every step)
+    exclude:Param('JSONL files whose prompts are never trained on', str, nargs='*')=None,
+    tokenizer:str=None,          # tokenizer.json to use instead of the one the task builds
+    resume:bool=False,           # continue the run in OUT from its checkpoint, with its own settings
+    overwrite:bool=False,        # start again in an OUT that holds a checkpoint (deletes it)
+    device:str=None,             # auto, cpu, cuda or mps (cuda:LOCAL_RANK under torchrun)
+    batch_size:int=None,         # global batch size (split over the processes)
+    lr:float=None,               # peak learning rate
+    model:str=None,              # model preset (tiny, small, ...)
+    set:Param('other task/TrainConfig/GPTConfig fields as key=value', str, nargs='*')=None,
+    quiet:bool=False,            # no progress bar
+):
+    "Train a model on any registered task (one process, or several under torchrun) and evaluate it."
+    given = dict(seed=seed, target_acc=target_acc, n_train=n_train, batch_size=batch_size, lr=lr, model=model)
+    given = {k: v for k, v in given.items() if v is not None} | parse_set(set)
+    if preset is None: preset = 'add3-cot' if task is None else preset_for(task)
+    out = check_out_dir(out or f'runs/{preset or task}')
+    restart = _restarted(out)
+    if resume or restart:
+        t, mc, cfg, preset, excl = _resume(out, steps, device, quiet, given, exclude, tokenizer)
+    else:
+        t, mc, cfg = preset_parts(preset, task, **given, **({'steps': steps} if steps else {}),
+                                  **({'device': device} if device else {}), progress=not quiet)
+        excl = exclude or []
+    try: res = run_training(t, mc, cfg, out, excl, resume or restart, overwrite, preset, tokenizer=tokenizer)
+    finally: close_distributed()
+    if res is not None: print(run_summary(res, out, _solve_hint(t, out)))
+    return res
+
+def mathnb_train_cli(): run_cli(mathnb_train, 'mathnb-train')
