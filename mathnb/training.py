@@ -545,8 +545,9 @@ def _wrap(model:nn.Module, loss_fn, cfg:TrainConfig, dev:torch.device) -> nn.Mod
     "The model and its loss as one module, compiled if asked, in DDP when the job has several processes."
     net = LossModule(model, loss_fn, torch.compile(model) if cfg.compile else None)
     if rank_and_world()[1] == 1: return net
-    return DDP(net, device_ids=[dev.index] if dev.type == 'cuda' else None, find_unused_parameters=True,
-               broadcast_buffers=False)
+    # a loss of one's own may leave some trainable parameters unused in a step; the default loss uses all
+    return DDP(net, device_ids=[dev.index] if dev.type == 'cuda' else None,
+               find_unused_parameters=loss_fn is not next_token_loss)
 
 # %% ../nbs/04_training.ipynb #624d94b2
 def train(model:nn.Module, data:DataSource, cfg:TrainConfig, out=None, resume:bool=False, loss_fn=None,
