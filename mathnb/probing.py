@@ -15,8 +15,7 @@ from fastcore.script import call_parse
 from .core import UserError, atomic_write, check_out_dir, run_cli
 from .model import GPT, load_model, resolve_model_dir, default_model_dir, complete, get_config
 from .data import (Problem, ArithmeticTask, cot_steps, format_target, parse_completion, final_answer,
-                         implied_answer, count_carries, COT_FORMATS)
-from .evaluation import load_task
+                         implied_answer, count_carries, COT_FORMATS, load_task)
 from .model import load_config
 
 # %% auto #0
@@ -30,12 +29,16 @@ __all__ = ['VARIABLES', 'POSITIONS', 'model_task', 'layout', 'role_index', 'sele
 # %% ../nbs/07_probing.ipynb #2b41107b
 def model_task(model_dir) -> ArithmeticTask:
     "The arithmetic task of a model directory: its `task` settings, or older `task`/`digits`/`format` fields."
-    try: return load_task(model_dir)
-    except UserError:
-        d = load_config(model_dir)
-        if not isinstance(d.get('task'), str): raise
-        try: return ArithmeticTask(d['task'], str(d.get('digits', '3')), d.get('format', 'think'))
+    d = load_config(model_dir)
+    t = d.get('task')
+    if isinstance(t, str):
+        try: return ArithmeticTask(t, str(d.get('digits', '3')), d.get('format', 'think'))
         except UserError as e: raise UserError(f'{Path(model_dir)/"config.json"}: {e}') from None
+    kind = t.get('kind', ArithmeticTask.kind) if isinstance(t, dict) else ArithmeticTask.kind
+    if kind != ArithmeticTask.kind:
+        raise UserError(f'{model_dir}: probing reads arithmetic models; this one was trained on '
+                        f'{kind} problems')
+    return load_task(model_dir)
 
 # %% ../nbs/07_probing.ipynb #2e43ac92
 def _digits_roles(s:str, name:str) -> list[tuple[str, str]]:

@@ -78,3 +78,21 @@ def test_hooks_removed_on_error():
         assert _hooks_left(model) == 1
     h.remove()
     assert _hooks_left(model) == 0
+
+def test_refuses_a_word_problem_model(tmp_path):
+    "Probing labels are columns of an addition: a word-problem model directory is refused in one line, exit 2."
+    from mathnb.tokenizer import BPETokenizer
+    from mathnb.model import save_model
+    texts = [f'Question: Ann has {a} apples and gets {b} more. How many?\nAnswer:\n{a}+{b}=<<{a}+{b}={a + b}>>{a + b}'
+             for a in range(10, 40) for b in range(3, 9)]
+    tok = BPETokenizer.train(texts, vocab_size=300)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = GPT(get_config('tiny', tok.vocab_size, block_size=256))
+    d = save_model(model, tok, tmp_path/'wordproblem', task={'kind': 'wordproblem'})
+    r = run('--model', d, '--out', tmp_path/'o')
+    assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('mathnb-probe: error:'), lines
+    assert 'probing reads arithmetic models; this one was trained on wordproblem problems' in lines[0]
+    assert not (tmp_path/'o').exists()

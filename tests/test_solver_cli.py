@@ -47,7 +47,8 @@ def test_app_finds_a_problem_it_solves(app):
 
 
 @pytest.mark.parametrize('bad,why', [('12a+3', "unexpected 'a' at 2"), ('', 'empty problem'), ('hello', "cannot read 'hello'"),
-                                     ('7' * 40 + '+1', 'too long'), ('x' * 1000, 'too long: 1000 characters')])
+                                     ('7' * 40 + '+1', 'too long'), ('x' * 1001, 'too long: 1001 characters'),
+                                     ('__import__("os").system("ls")', "cannot read")])
 def test_app_bad_input(app, bad, why):
     app.problem.value = bad
     app.solve_button.click()                           # never raises
