@@ -116,9 +116,9 @@ def _claim(prompt:str, expected:str) -> str:
 @patch
 def verdict(self:Solution, marks:dict|None=None) -> str:
     "One line on the final answer: checked against the reference answer, or that there is none."
+    if self.error: return self.error
     m = marks or check_marks()
     cut = '' if self.finished else f' (stopped after {len(self.tokens)} tokens; allow more)'
-    if self.error: return self.error
     if not self.grade: return f'{m["unknown"]} no reference answer to check against{cut}'
     if not self.answer: return f'{m["wrong"]} no answer: {_claim(self.prompt, self.expected)}{cut}'
     v = f'{m["ok"]} correct' if self.correct else f'{m["wrong"]} wrong'

@@ -1,8 +1,10 @@
-"""`mathnb-app` in a real browser: serve the app with Voila on loopback, open it in headless Chromium, solve a problem.
+"""`mathnb-app` in a real browser: serve the app with Voila on loopback, open it in headless Chromium, solve a problem
+(the shipped arithmetic model, and a word-problem model).
 
 Uses the system Chromium (/usr/bin/chromium) through playwright; no browser download. With
 MATHNB_SLOW=1 the screenshot is also saved to figures/solver_app.png for the docs."""
 import os, shutil, signal, socket, subprocess, sys, time, urllib.error, urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 import pytest
 
@@ -32,12 +34,12 @@ def wait_http(url: str, proc, timeout: float = 90) -> None:
     raise AssertionError(f'{url} did not answer within {timeout:.0f}s')
 
 
-@pytest.fixture
-def server(tmp_path):
-    "`mathnb-app --port <free port>` (the shipped model), killed (with its kernels) at teardown."
+@contextmanager
+def serve(tmp_path, *args):
+    "`mathnb-app --port <free port> ARGS`, killed (with its kernels) on leaving; yields its URL."
     port = free_port()
     log = open(tmp_path/'server.log', 'w')
-    proc = subprocess.Popen(cli('mathnb-app') + ['--port', str(port)], stdout=log,
+    proc = subprocess.Popen(cli('mathnb-app') + ['--port', str(port), *map(str, args)], stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
         try: wait_http(f'http://127.0.0.1:{port}/voila/static/favicon.ico', proc)   # static: starts no kernel
@@ -49,6 +51,12 @@ def server(tmp_path):
             try: proc.wait(15)
             except subprocess.TimeoutExpired: os.killpg(proc.pid, signal.SIGKILL); proc.wait(10)
         log.close()
+
+
+@pytest.fixture
+def server(tmp_path):
+    "The app on the shipped model."
+    with serve(tmp_path) as url: yield url
 
 
 def test_listens_on_loopback_only(server):
@@ -98,3 +106,28 @@ def test_solve_in_browser(server, tmp_path):
     if os.environ.get('MATHNB_SLOW') == '1':
         (ROOT/'figures').mkdir(exist_ok=True)
         shutil.copy(shot, ROOT/'figures'/'solver_app.png')
+
+
+def test_word_problem_in_browser(tmp_path):
+    "A word-problem model served by mathnb-app: type a question, see its steps checked and no reference answer."
+    if not CHROMIUM.exists(): pytest.skip(f'{CHROMIUM} not found (apt-get install chromium)')
+    from playwright.sync_api import sync_playwright, expect
+    from test_solver_wordproblem import word_problem_dir, QUESTION
+    model = word_problem_dir(tmp_path/'wordproblem', fit=True)
+    with serve(tmp_path, '--model', model) as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={'width': 1000, 'height': 900})
+            page.goto(url, timeout=90_000)
+            box = page.locator('.widget-text input').first
+            box.wait_for(state='visible', timeout=90_000)
+            box.fill(QUESTION)
+            page.locator('button', has_text='Solve').first.click()
+            answer = page.locator('.mathnb-answer').first
+            expect(answer).to_contain_text('no reference answer to check against', timeout=60_000)
+            steps = page.locator('.mathnb-steps').first
+            for text in ('12*3=36', '✓', '36-5=30', '✗', '36-5 is 31, not 30'): expect(steps).to_contain_text(text)
+            expect(page.locator('.widget-output img').first).to_be_visible(timeout=30_000)   # the attention heatmap
+            page.screenshot(path=str(tmp_path/'wordproblem_app.png'), full_page=True)
+        finally: browser.close()
+    assert (tmp_path/'wordproblem_app.png').stat().st_size > 10_000
