@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_training.ipynb #ab0fcd76
 from __future__ import annotations
-import functools, inspect, json, math, os, shutil, signal, time, warnings, zlib, random
+import functools, inspect, json, math, os, re, shutil, signal, time, warnings, zlib, random
 from contextlib import nullcontext
 from dataclasses import dataclass, asdict, field, fields, replace
 from datetime import timedelta
@@ -512,13 +512,17 @@ class Meter:
 class Stopped(TrainingError):
     "This process was told to stop (SIGTERM from torchrun when another process of the job failed)."
 
-def _on_sigterm(signum, frame): raise Stopped('stopped by the launcher (SIGTERM)')
+def _on_sigterm(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)          # stopping already: let the one-line message out
+    raise Stopped('stopped by the launcher (SIGTERM)')
 
 def _broken(e:Exception, step:int, good:int, ckpt) -> TrainingError:
     "The one-line error of a process whose job broke at `step`."
     rank, world = rank_and_world()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)          # the launcher's SIGTERM must not cut the message
     where = f'continue from the checkpoint of step {good} in {ckpt} with --resume' if ckpt and good else 'no checkpoint yet'
-    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    first = re.sub(r'^\[[^\]]*\]\s*', '', first).split('. ')[0][:120]    # gloo's source location, hints
     return TrainingError(f'rank {rank} of {world}: stopped at step {step}: {first}; '
                          f'another process of the job probably failed; {where}')
 
@@ -619,7 +623,7 @@ def train(model:nn.Module, data:DataSource, cfg:TrainConfig, out=None, resume:bo
             if world == 1: raise
             raise _broken(e, step, good, ckpt) from None
         finally:
-            signal.signal(signal.SIGTERM, sigterm)
+            if signal.getsignal(signal.SIGTERM) is _on_sigterm: signal.signal(signal.SIGTERM, sigterm)
             bar.close()
             log.close()
     return dict(steps=step, stopped=stop or 'steps', train_time=round(time.time() - t0, 2), tokens=tokens,
