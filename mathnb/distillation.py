@@ -11,16 +11,18 @@ import torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.script import call_parse, Param
 from .core import UserError, atomic_write, check_out_dir, load_json, read_jsonl, run_cli
 from .tokenizer import CharTokenizer, MathTokenizer, TokenizerError, load_tokenizer
-from .model import GPT, GPTConfig, ConfigError, ModelLoadError, load_model, complete, get_device
-from .model import default_model_dir
+from .model import (GPT, GPTConfig, ModelLoadError, load_model, model_dir_kind, complete,
+                          default_model_dir)
 from .data import IGNORE, collate
-from .training import TrainConfig, TaskData, TrainingError, train, lm_loss, preset_parts
-from .evaluation import run_training, parse_set, evaluate, _resume_parts
+from .evaluation import evaluate
+from .training import (TrainConfig, TaskData, TrainingError, train, lm_loss, preset_parts,
+                             task_tokenizer, run_training, parse_set, resume_parts, run_summary,
+                             has_checkpoint, is_main, init_distributed, close_distributed)
 
 # %% auto #0
-__all__ = ['KD_LOSSES', 'EXPERIMENT_METHODS', 'STUDENT', 'divergence', 'teacher_logp', 'mix_logp', 'kd_loss', 'Teacher',
-           'load_teacher', 'Distiller', 'mathnb_distill', 'mathnb_distill_cli', 'distill_run', 'summarize_runs',
-           'results_markdown', 'plot_distillation', 'distill_experiment']
+__all__ = ['KD_LOSSES', 'KD_DEFAULTS', 'EXPERIMENT_METHODS', 'STUDENT', 'divergence', 'teacher_logp', 'mix_logp', 'kd_loss',
+           'Teacher', 'load_teacher', 'Distiller', 'mathnb_distill', 'mathnb_distill_cli', 'distill_run',
+           'summarize_runs', 'results_markdown', 'plot_distillation', 'distill_experiment']
 
 # %% ../nbs/05_distillation.ipynb #da34c23a
 KD_LOSSES = ('fkl', 'rkl', 'jsd', 'skl', 'tvd')
@@ -136,19 +138,7 @@ class Teacher(nn.Module):
         return f'Teacher({self.source or type(self.net).__name__}: {self.n_layer} layers x {self.n_embd})'
 
 # %% ../nbs/05_distillation.ipynb #12afe9b2
-def _hf_dir(path:Path) -> bool:
-    try: d = json.loads((path/'config.json').read_text())
-    except (OSError, ValueError): return False
-    return isinstance(d, dict) and 'model_type' in d and 'model' not in d
-
-def load_teacher(path, device='cpu') -> Teacher:
-    "The teacher in directory `path`: a mathnb model directory or a local Hugging Face causal LM."
-    path = Path(path)
-    if not path.is_dir(): raise UserError(f'--teacher {path}: not a model directory')
-    if not _hf_dir(path):
-        try: net, tok = load_model(path, device)
-        except ModelLoadError as e: raise UserError(f'--teacher {path}: cannot load ({e})') from None
-        return Teacher(net, tok, str(path))
+def _hf_teacher(path:Path, device) -> Teacher:
     try: tok = load_tokenizer(path/'tokenizer.json')
     except (TokenizerError, OSError) as e:
         raise UserError(f'--teacher {path}: a Hugging Face model without a mathnb tokenizer.json ({e}); '
@@ -160,6 +150,16 @@ def load_teacher(path, device='cpu') -> Teacher:
         why = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f'--teacher {path}: cannot load the Hugging Face model ({why})') from None
     return Teacher(net.to(device), tok, str(path))
+
+def load_teacher(path, device='cpu') -> Teacher:
+    "The teacher in directory `path`: a mathnb model directory or a local Hugging Face causal LM."
+    path = Path(path)
+    if not path.is_dir(): raise UserError(f'--teacher {path}: not a model directory')
+    try:
+        if model_dir_kind(path) == 'hf': return _hf_teacher(path, device)
+        net, tok = load_model(path, device)
+    except ModelLoadError as e: raise UserError(f'--teacher {path}: cannot load ({e})') from None
+    return Teacher(net, tok, str(path))
 
 # %% ../nbs/05_distillation.ipynb #30ccd920
 def _default_map(n_s:int, n_t:int) -> dict:
@@ -292,7 +292,7 @@ def _teacher_batch(self, x, y):
         n = max(len(tg) for tg in _targets(x, y)) + 4
         new = t.complete(todo, n)
         self.completions.update(zip(todo, new))
-        if self.cache_path:
+        if self.cache_path and is_main():                      # one process writes the cache
             self.cache_path.parent.mkdir(parents=True, exist_ok=True)
             lines = ''.join(json.dumps(dict(prompt=p, target=c)) + '\n' for p, c in zip(todo, new))
             with open(self.cache_path, 'a') as f: f.write(lines)
@@ -343,7 +343,7 @@ def _feature_losses(self, ti, t, cache, t_hid, t_att, valid):
 
 def _forward(self, model, batch:dict):
     if (sf := getattr(self, 'settings_file', None)) is not None:
-        atomic_write(sf[0], json.dumps(sf[1], indent=1))
+        if is_main(): atomic_write(sf[0], json.dumps(sf[1], indent=1))
         self.settings_file = None
     x, y = batch['input_ids'], batch['labels']
     on_policy = self.lmbda > 0 and torch.rand(()).item() < self.lmbda
@@ -394,16 +394,31 @@ def _forward(self, model, batch:dict):
 Distiller.forward = _forward
 
 # %% ../nbs/05_distillation.ipynb #be6e9393
-_KD_ARGS = ('teacher', 'weights', 'mix', 'loss', 'beta', 'temperature', 'alpha', 'top_k', 'hidden_weight',
-            'hidden_loss', 'attn_weight', 'contrastive_weight', 'seq_kd', 'on_policy')
+KD_DEFAULTS = dict(teacher=None, weights=None, mix='mixture', loss='fkl', beta=None, temperature=1.0,
+                   alpha=0.5, top_k=None, hidden_weight=0.0, hidden_loss='mse', attn_weight=0.0,
+                   contrastive_weight=0.0, seq_kd=False, on_policy=0.0)
 
-def _build(kd:dict, model_cfg:GPTConfig, out:Path, device, seed:int=0) -> Distiller:
+def _build(kd:dict, model_cfg:GPTConfig, tok:MathTokenizer, out:Path, device, seed:int=0) -> Distiller:
     teachers = [load_teacher(t, device) for t in kd['teacher']]
-    return Distiller(teachers, model_cfg, CharTokenizer(), kd['weights'], kd['mix'], kd['loss'], kd['beta'],
+    return Distiller(teachers, model_cfg, tok, kd['weights'], kd['mix'], kd['loss'], kd['beta'],
                      kd['temperature'], kd['alpha'], kd['top_k'], kd['hidden_weight'], kd['hidden_loss'],
                      attn_weight=kd['attn_weight'], contrastive_weight=kd['contrastive_weight'],
                      seq_kd=kd['seq_kd'], lmbda=kd['on_policy'],
                      cache=out/'seq_kd.jsonl' if kd['seq_kd'] else None, seed=seed)
+
+def _resume_kd(out:Path, kd:dict, steps, device, quiet:bool, given:dict, exclude) -> tuple:
+    "The distillation settings, task, model and training configs, preset and exclusions of the run in `out`."
+    if changed := sorted(given) + [k for k, v in kd.items() if v != KD_DEFAULTS[k]]:
+        raise UserError(f'--resume continues the run in {out} with its own settings; drop '
+                        f'{", ".join(changed)} (only --steps, --device, --quiet apply)')
+    if exclude:
+        raise UserError(f'--resume continues the run in {out} with its own exclusions; drop --exclude')
+    if not has_checkpoint(out): raise TrainingError(f'nothing to resume: no checkpoint in {out}')
+    if not (out/'distill.json').exists(): raise TrainingError(f'{out/"distill.json"}: missing; cannot resume')
+    kd = load_json(out/'distill.json', 'distillation settings')
+    task, mc, cfg, preset, excl = resume_parts(out, steps)
+    cfg = replace(cfg, progress=not quiet, **({'device': device} if device else {}))
+    return kd, task, mc, cfg, preset, excl
 
 # %% ../nbs/05_distillation.ipynb #2b0a2642
 @call_parse
@@ -432,58 +447,38 @@ def mathnb_distill(
     out:str=None,                # model directory (default: runs/distill-PRESET)
     resume:bool=False,           # continue the run in OUT with its own settings
     overwrite:bool=False,        # start again in an OUT that holds a checkpoint
-    device:str=None,             # auto, cpu, cuda or mps
+    device:str=None,             # auto, cpu, cuda or mps (cuda:LOCAL_RANK under torchrun)
     quiet:bool=False,            # no progress bar
 ):
-    "Distil one or more teacher models into a student, and evaluate it on a held-out test split."
+    "Distil one or more teachers into a student (one process, or several under torchrun) and evaluate it."
     kd = dict(teacher=teacher or None, weights=weights or None, mix=mix, loss=loss, beta=beta,
               temperature=temperature, alpha=alpha, top_k=top_k, hidden_weight=hidden_weight,
-              hidden_loss=hidden_loss, attn_weight=attn_weight,
-              contrastive_weight=contrastive_weight, seq_kd=seq_kd, on_policy=on_policy)
-    defaults = dict(mix='mixture', loss='fkl', temperature=1.0, alpha=0.5, hidden_weight=0.0,
-                    hidden_loss='mse',
-                    attn_weight=0.0, contrastive_weight=0.0, seq_kd=False, on_policy=0.0)
+              hidden_loss=hidden_loss, attn_weight=attn_weight, contrastive_weight=contrastive_weight,
+              seq_kd=seq_kd, on_policy=on_policy)
     given = {k: v for k, v in dict(seed=seed, n_train=n_train, model=model).items() if v is not None}
     given |= parse_set(set)
     out = check_out_dir(out or f'runs/distill-{preset}')
-    dev = device or 'auto'
-    if resume:
-        changed = [k for k, v in kd.items() if v not in (None, defaults.get(k))]
-        if given or exclude or changed:
-            raise UserError(f'--resume continues the run in {out} with its own settings; drop '
-                            f'{", ".join(sorted(given) + changed) or "--exclude"} '
-                            '(only --steps, --device, --quiet apply)')
-        if not ((out/'checkpoint').exists() or (out/'checkpoint.old').exists()):
-            raise TrainingError(f'nothing to resume: no checkpoint in {out}')
-        if not (out/'distill.json').exists():
-            raise TrainingError(f'{out/"distill.json"}: missing; cannot resume')
-        kd = load_json(out/'distill.json', 'distillation settings')
-        task, mc, cfg, preset, exclude = _resume_parts(out, steps)
-        cfg = replace(cfg, progress=not quiet, **({'device': device} if device else {}))
+    if resume: kd, task, mc, cfg, preset, exclude = _resume_kd(out, kd, steps, device, quiet, given, exclude)
     else:
-        if (out/'checkpoint').exists() and not overwrite:
-            raise UserError(f'{out} holds a checkpoint: add --resume to continue it, or --overwrite to start '
-                            'again')
         if kd['teacher'] is None:
             if default_model_dir() is None:
                 raise UserError('--teacher DIR is required (no pretrained model ships here)')
             kd['teacher'] = [str(default_model_dir())]
         task, mc, cfg = preset_parts(preset, **given, **({'steps': steps} if steps else {}),
                                      **({'device': device} if device else {}), progress=not quiet)
-        dev = cfg.device
-    dist = _build(kd, mc, out, get_device(dev), cfg.seed)
+        if missing := [f for f in exclude or [] if not Path(f).is_file()]:
+            raise UserError(f'--exclude {missing[0]}: no such file')
+    tok = load_tokenizer(out/'tokenizer.json') if resume else task_tokenizer(task, cfg.seed)
+    dist = _build(kd, mc, tok, out, init_distributed(cfg.device, cfg.dist_timeout), cfg.seed)
     dist.settings_file = (out/'distill.json', kd)           # written at the first step, before any checkpoint
-    if not resume:
-        for f in exclude or []:
-            if not Path(f).is_file(): raise UserError(f'--exclude {f}: no such file')
-        if overwrite:
-            (out/'seq_kd.jsonl').unlink(missing_ok=True)
-            dist.completions = {}
-    res = run_training(task, mc, cfg, out, exclude or [], resume, overwrite, preset, loss_fn=dist,
-                       meta=dict(distillation=dist.settings()))
-    print(f"test exact match {100 * res['accuracy']:.2f}% on {res['n']} held-out problems "
-          f"({res['train_steps']} steps, {res['train_time']:.0f}s training, {res['total_time']:.0f}s in all)")
-    print(f'student: {out}/  try: mathnb-eval --model {out}')
+    if overwrite and not resume:
+        if is_main(): (out/'seq_kd.jsonl').unlink(missing_ok=True)
+        dist.completions = {}
+    try:
+        res = run_training(task, mc, cfg, out, exclude or [], resume, overwrite, preset, loss_fn=dist,
+                           tok=tok, meta=dict(distillation=dist.settings()))
+    finally: close_distributed()
+    if res is not None: print(run_summary(res, out, f'mathnb-eval --model {out}'))
     return res
 
 def mathnb_distill_cli(): run_cli(mathnb_distill, 'mathnb-distill')

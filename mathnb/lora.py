@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_lora.ipynb #cfbf46d3
 from __future__ import annotations
-import hashlib, json, os, random, shutil, sys, time, zlib
+import hashlib, json, os, shutil, sys, time
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -14,16 +14,19 @@ from peft import LoraConfig, PeftModel, get_peft_model
 import mathnb
 from .core import UserError, atomic_write, check_out_dir, load_json, run_cli
 from .model import (GPT, ModelLoadError, ConfigError, load_model, save_model, get_device,
-                          default_model_dir)
-from .data import IGNORE, read_prompts
-from .training import TrainConfig, TaskData, TrainingError, train, lm_loss, preset_parts
-from .evaluation import run_training, evaluate, load_task, parse_set
+                          default_model_dir, load_config, model_dir_kind, load_hf, hf_complete)
+from .data import IGNORE, read_prompts, task_from_dict, load_task
+from .training import (TrainConfig, TaskData, TrainingError, train, lm_loss, preset_parts,
+                             epoch_order, run_training, parse_set, resume_parts, run_summary, has_checkpoint,
+                             is_main, barrier, init_distributed, close_distributed, read_checkpoint_state,
+                             save_curves)
+from .evaluation import evaluate
 
 # %% auto #0
-__all__ = ['TARGET_GROUPS', 'HF_TRAIN', 'resolve_targets', 'trainable_params', 'add_lora', 'save_adapter', 'adapter_info',
-           'load_base', 'load_adapter', 'attach_adapter', 'merge_adapter', 'load_hf', 'sft_pair', 'SFTData',
-           'collate_sft', 'hf_loss', 'hf_eval', 'finetune_hf', 'mathnb_lora', 'mathnb_lora_cli', 'lora_vs_full',
-           'plot_lora']
+__all__ = ['TARGET_GROUPS', 'HF_TRAIN', 'LORA_DEFAULTS', 'resolve_targets', 'trainable_params', 'add_lora', 'save_adapter',
+           'adapter_info', 'load_base', 'load_adapter', 'attach_adapter', 'merge_adapter', 'load_hf_base',
+           'prompt_text', 'sft_pair', 'collate_sft', 'SFTData', 'hf_loss', 'hf_generator', 'held_out_loss', 'hf_eval',
+           'finetune_hf', 'hf_data', 'mathnb_lora', 'mathnb_lora_cli', 'lora_vs_full', 'plot_lora']
 
 # %% ../nbs/06_lora.ipynb #5a15de89
 TARGET_GROUPS = {'attn': ('q_proj', 'k_proj', 'v_proj', 'o_proj'),
@@ -115,9 +118,9 @@ def _base_kind(base) -> str:
             raise ModelLoadError(f'{base}: no such model directory (or Hugging Face hub id)')
         return 'hf'
     if not (p/'config.json').exists(): raise ModelLoadError(f'{base}: not a model directory (no config.json)')
-    d = load_json(p/'config.json', 'config file')
-    if 'adapter' in d: raise ModelLoadError(f'{base}: is an adapter directory; pass its base, or merge it')
-    return 'mathnb' if isinstance(d.get('model'), dict) else 'hf'
+    if (kind := model_dir_kind(p)) == 'adapter':
+        raise ModelLoadError(f'{base}: is an adapter directory; pass its base, or merge it')
+    return kind
 
 def save_adapter(model:PeftModel, tok, path, /, base, **meta) -> Path:
     "Write `model`'s active adapter (peft files) and a `config.json` naming `base`, with `meta`, to `path`."
@@ -134,7 +137,7 @@ def save_adapter(model:PeftModel, tok, path, /, base, **meta) -> Path:
     info['lora'] = {k: (sorted(v) if isinstance(v, set) else v) for k, v in info['lora'].items()}
     d = dict(mathnb_version=mathnb.__version__)
     if kind == 'mathnb':
-        bc = load_json(Path(base)/'config.json', 'config file')
+        bc = load_config(base)
         info['base_sha256'] = _sha256(Path(base)/'model.safetensors')
         d |= dict(model=bc['model'], tokenizer=bc.get('tokenizer'))
         shutil.copyfile(Path(base)/'tokenizer.json', path/'tokenizer.json')
@@ -148,19 +151,18 @@ def save_adapter(model:PeftModel, tok, path, /, base, **meta) -> Path:
 def adapter_info(path) -> dict:
     "The `adapter` section of adapter directory `path`'s `config.json`; `ModelLoadError` if it is not one."
     path = Path(path)
-    f = path/'config.json'
-    if not f.exists(): raise ModelLoadError(f'{path}: not an adapter directory (no config.json)')
-    try: a = load_json(f, 'config file').get('adapter')
-    except UserError as e: raise ModelLoadError(str(e)) from None
+    if not (path/'config.json').exists():
+        raise ModelLoadError(f'{path}: not an adapter directory (no config.json)')
+    a = load_config(path).get('adapter')
     if not isinstance(a, dict) or 'base' not in a:
-        raise ModelLoadError(f'{f}: not an adapter (no "adapter" section)')
+        raise ModelLoadError(f'{path/"config.json"}: not an adapter (no "adapter" section)')
     for g in ('adapter_config.json', 'adapter_model.safetensors'):
         if not (path/g).exists(): raise ModelLoadError(f'{path/g}: missing')
     return a
 
 def load_base(a:dict, device='cpu', **hf_kw):
     "The base model and tokenizer that adapter info `a` names, checked against the hash recorded at training."
-    if a.get('base_kind') == 'hf': return load_hf(a['base'], device, **hf_kw)
+    if a.get('base_kind') == 'hf': return load_hf_base(a['base'], device, **hf_kw)
     model, tok = load_model(a['base'], device)
     if a.get('base_sha256') and _sha256(Path(a['base'])/'model.safetensors') != a['base_sha256']:
         raise ModelLoadError(f"{a['base']}: its weights changed since the adapter was trained on them")
@@ -187,7 +189,7 @@ def attach_adapter(model:PeftModel, path, name:str) -> PeftModel:
 def merge_adapter(path, out, device='cpu') -> Path:
     "Write the base with the adapter of folder `path` merged in as a plain model directory `out`."
     pm, tok = load_adapter(path, device)
-    d, a = load_json(Path(path)/'config.json', 'config file'), adapter_info(path)
+    d, a = load_config(path), adapter_info(path)
     model = pm.merge_and_unload()
     out = Path(out)
     if a['base_kind'] == 'hf':
@@ -204,65 +206,45 @@ def _need_cuda_4bit():
     try: import bitsandbytes  # noqa: F401
     except ImportError: raise UserError('--4bit (QLoRA) needs bitsandbytes (pip install it)') from None
 
-def load_hf(base, device='cpu', load_4bit:bool=False, grad_checkpointing:bool=False):
-    "A transformers causal LM (bf16 on CUDA, NF4 with `load_4bit`) and its tokenizer, or `ModelLoadError`."
+def _hf_kwargs(dev:torch.device, load_4bit:bool) -> dict:
+    "`from_pretrained` arguments for a base to put adapters on: bf16 on CUDA, NF4 with `load_4bit`."
+    kw = dict(dtype=torch.bfloat16) if dev.type == 'cuda' else {}
+    if not load_4bit: return kw
+    from transformers import BitsAndBytesConfig
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type='nf4', bnb_4bit_use_double_quant=True,
+                           bnb_4bit_compute_dtype=torch.bfloat16)
+    return kw | dict(quantization_config=q, device_map={'': dev.index or 0})
+
+def load_hf_base(base, device='cpu', load_4bit:bool=False, grad_checkpointing:bool=False):
+    "A transformers causal LM (`load_hf`) ready for adapters, and its tokenizer; `ModelLoadError` if not."
     if load_4bit: _need_cuda_4bit()
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    dev, kw = get_device(device), {}
-    if dev.type == 'cuda': kw['dtype'] = torch.bfloat16
-    if load_4bit:
-        from transformers import BitsAndBytesConfig
-        kw['quantization_config'] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type='nf4',
-                                                       bnb_4bit_compute_dtype=torch.bfloat16,
-                                                       bnb_4bit_use_double_quant=True)
-        kw['device_map'] = {'': dev.index or 0}
-    try:
-        tok = AutoTokenizer.from_pretrained(str(base))
-        model = AutoModelForCausalLM.from_pretrained(str(base), **kw)
-    except Exception as e:
-        why = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-        raise ModelLoadError(f'{base}: cannot load a Hugging Face causal LM ({why})') from None
-    if tok.pad_token is None: tok.pad_token = tok.eos_token
+    dev = get_device(device)
+    model, tok = load_hf(base, dev, **_hf_kwargs(dev, load_4bit))
     if load_4bit:
         from peft import prepare_model_for_kbit_training
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=grad_checkpointing,
-                                                gradient_checkpointing_kwargs={'use_reentrant': False})
-    elif grad_checkpointing:
+        gc = {'use_reentrant': False}
+        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=grad_checkpointing,
+                                               gradient_checkpointing_kwargs=gc), tok
+    if grad_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'use_reentrant': False})
         model.enable_input_require_grads()
-    return (model if load_4bit else model.to(dev)), tok
+    return model, tok
 
 # %% ../nbs/06_lora.ipynb #96ea7263
-def sft_pair(row:dict, tok, chat:bool=False) -> tuple[list[int], list[int]]:
-    "Token ids (prompt, solution + eos) of a word-problem row, the prompt in chat form if `chat`."
-    if chat:
-        text = tok.apply_chat_template([{'role': 'user', 'content': row['question']}], tokenize=False,
-                                       add_generation_prompt=True)
-        p = tok(text, add_special_tokens=False)['input_ids']
-    else: p = tok(row['prompt'])['input_ids']
-    return p, tok(row['solution'], add_special_tokens=False)['input_ids'] + [tok.eos_token_id]
-
 def _has_chat(tok) -> bool: return bool(getattr(tok, 'chat_template', None))
 
-class SFTData:
-    "Prompt/solution pairs of word-problem rows as padded batches that depend only on (seed, step)."
-    def __init__(self, rows:list[dict], tok, max_len:int=512, chat=None, seed:int=0):
-        self.tok, self.seed, self.task, self.val = tok, seed, None, []
-        self.chat = _has_chat(tok) if chat is None else chat
-        pairs = [sft_pair(r, tok, self.chat) for r in rows]
-        self.pairs = [(p, t) for p, t in pairs if len(p) + len(t) <= max_len]
-        if not self.pairs: raise UserError(f'no training row fits max_len={max_len} tokens')
-        self.dropped = len(pairs) - len(self.pairs)
+def prompt_text(row:dict, tok, chat:bool=False) -> str:
+    "The text a word-problem `row` is asked in: its `prompt`, or its question in `tok`'s chat template."
+    if not chat: return row['prompt']
+    return tok.apply_chat_template([{'role': 'user', 'content': row['question']}], tokenize=False,
+                                   add_generation_prompt=True)
 
-    def batch(self, step:int, n:int) -> dict:
-        N, start, idx = len(self.pairs), step * n, []
-        while len(idx) < n:
-            epoch, i = divmod(start + len(idx), N)
-            perm = list(range(N))
-            random.Random(zlib.crc32(f'sft {self.seed} {epoch}'.encode())).shuffle(perm)
-            idx += perm[i:i + n - len(idx)]
-        return collate_sft([self.pairs[i] for i in idx], self.tok.pad_token_id)
+def sft_pair(row:dict, tok, chat:bool=False) -> tuple[list[int], list[int]]:
+    "Token ids (prompt, solution + eos) of a word-problem row, the prompt in chat form if `chat`."
+    p = tok(prompt_text(row, tok, chat), add_special_tokens=not chat)['input_ids']
+    return p, tok(row['solution'], add_special_tokens=False)['input_ids'] + [tok.eos_token_id]
 
+# %% ../nbs/06_lora.ipynb #e1ce57a4
 def collate_sft(pairs, pad_id:int) -> dict:
     "Padded inputs, attention mask and next-token labels (solution tokens only) of (prompt, target) pairs."
     T = max(len(p) + len(t) for p, t in pairs) - 1
@@ -275,146 +257,226 @@ def collate_sft(pairs, pad_id:int) -> dict:
         y[i, len(p) - 1:len(s) - 1] = torch.tensor(t)
     return dict(input_ids=x, attention_mask=mask, labels=y)
 
+# %% ../nbs/06_lora.ipynb #481839c0
+class SFTData:
+    "Prompt/solution pairs of word-problem rows as padded batches that depend only on (seed, step)."
+    def __init__(self, rows:list[dict], tok, max_len:int=512, chat=None, seed:int=0, task=None):
+        self.tok, self.seed, self.task, self.val = tok, seed, task, []
+        self.chat = _has_chat(tok) if chat is None else chat
+        pairs = [sft_pair(r, tok, self.chat) for r in rows]
+        self.pairs = [(p, t) for p, t in pairs if len(p) + len(t) <= max_len]
+        if not self.pairs: raise UserError(f'no training row fits max_len={max_len} tokens')
+        self.dropped = len(pairs) - len(self.pairs)
+
+    def batch(self, step:int, n:int) -> dict:
+        "The collated pairs of step `step` (`epoch_order`)."
+        idx = epoch_order(len(self.pairs), self.seed, step, n)
+        return collate_sft([self.pairs[i] for i in idx], self.tok.pad_token_id)
+
+# %% ../nbs/06_lora.ipynb #a058b8b9
 def hf_loss(model:nn.Module, batch:dict) -> torch.Tensor:
     "`lm_loss` of a transformers model's logits on the batch's labels (the `loss_fn` for `train`)."
     logits = model(input_ids=batch['input_ids'], attention_mask=batch['attention_mask']).logits
     return lm_loss(logits, batch['labels'])
 
 # %% ../nbs/06_lora.ipynb #e9e6ef89
-@torch.inference_mode()
-def hf_eval(model, tok, rows:list[dict], chat:bool=False, max_new_tokens:int=256, batch_size:int=16) -> dict:
-    "Greedy completions of word-problem `rows`, graded strict and flexible; held-out loss on their solutions."
-    from mathnb.wordproblems import grade, score
-    was, side = model.training, tok.padding_side
+def hf_generator(model, tok, rows:list[dict], chat:bool=False, batch_size:int=16):
+    "A `generate` for `evaluate`: greedy completions by transformers `model` of `rows`' prompts."
+    text = {r['prompt']: prompt_text(r, tok, chat) for r in rows}
+    return lambda prompts, n: hf_complete(model, tok, [text[p] for p in prompts], n, batch_size)
+
+@torch.no_grad()
+def held_out_loss(model, tok, rows:list[dict], chat:bool=False, batch_size:int=16) -> float:
+    "Mean over batches of `hf_loss` on the solutions of `rows`."
+    was, dev, losses = model.training, next(model.parameters()).device, []
     model.eval()
-    tok.padding_side = 'left'
-    dev, comps, losses = next(model.parameters()).device, [], []
-    try:
-        for i in range(0, len(rows), batch_size):
-            pairs = [sft_pair(r, tok, chat) for r in rows[i:i + batch_size]]
-            b = collate_sft(pairs, tok.pad_token_id)
-            losses.append(hf_loss(model, {k: v.to(dev) for k, v in b.items()}).item())
-            L = max(len(p) for p, _ in pairs)
-            ids = torch.tensor([[tok.pad_token_id] * (L - len(p)) + p for p, _ in pairs], device=dev)
-            mask = torch.tensor([[0] * (L - len(p)) + [1] * len(p) for p, _ in pairs], device=dev)
-            new = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                 do_sample=False,
-                                 pad_token_id=tok.pad_token_id)[:, L:]
-            comps += tok.batch_decode(new, skip_special_tokens=True)
-    finally:
-        model.train(was)
-        tok.padding_side = side
-    graded = [grade(r, c) for r, c in zip(rows, comps)]
-    return dict(score(graded), test_loss=sum(losses) / max(len(losses), 1), completions=comps[:5])
+    for i in range(0, len(rows), batch_size):
+        b = collate_sft([sft_pair(r, tok, chat) for r in rows[i:i + batch_size]], tok.pad_token_id)
+        losses.append(hf_loss(model, {k: v.to(dev) for k, v in b.items()}).item())
+    model.train(was)
+    return sum(losses) / max(len(losses), 1)
+
+def hf_eval(model, tok, task, rows:list[dict], chat:bool=False, max_new_tokens:int=256,
+            batch_size:int=16) -> dict:
+    "`evaluate`'s summary of `model` on `rows` graded by `task`, the held-out loss, a few completions."
+    gen = hf_generator(model, tok, rows, chat, batch_size)
+    res = evaluate(None, tok, task, rows, max_new_tokens=max_new_tokens, generate=gen)
+    return dict(res.summary, test_loss=held_out_loss(model, tok, rows, chat, batch_size),
+                completions=[p['prediction'] for p in res.predictions[:5]])
 
 # %% ../nbs/06_lora.ipynb #710f1409
 HF_TRAIN = dict(steps=200, batch_size=8, lr=2e-4, min_lr=2e-5, warmup=10, weight_decay=0.0, n_val=0,
-                n_test=50,
-                ckpt_every=50, log_every=10)
+                n_test=50, ckpt_every=50, log_every=10)
 
-def finetune_hf(model:PeftModel, tok, base, rows:list[dict], test_rows:list[dict], cfg:TrainConfig, out,
+def finetune_hf(model:PeftModel, tok, base, task, rows:list[dict], test_rows:list[dict], cfg:TrainConfig, out,
                 resume:bool=False, max_len:int=512, chat=None, max_new_tokens:int=256, meta:dict|None=None,
-                log=print) -> dict:
-    "SFT of peft `model` on word-problem `rows` through `train`; writes the adapter and eval.json to `out`."
-    out = Path(out)
-    data = SFTData(rows[:cfg.n_train] if cfg.n_train else rows, tok, max_len, chat, cfg.seed)
-    log(f'{len(data.pairs)} training problems ({data.dropped} longer than {max_len} tokens left out), '
-        f'{"chat template" if data.chat else "plain prompts"}, {len(test_rows[:cfg.n_test])} test problems')
-    summary = train(model, data, cfg, out=out, resume=resume, loss_fn=hf_loss)
-    save_adapter(model, tok, out, base=base, train=cfg.to_dict(), summary=summary, chat=data.chat,
-                 **(meta or {}))
-    res = hf_eval(model, tok, test_rows[:cfg.n_test], data.chat, max_new_tokens) if cfg.n_test else {}
-    res = dict(res, train_steps=summary['steps'], train_time=summary['train_time'])
-    atomic_write(out/'eval.json', json.dumps(res, indent=1))
+                log=print) -> dict|None:
+    "SFT of peft `model` on `rows` through `train`; adapter, eval.json (graded by `task`), curves in `out`."
+    out, t0 = Path(out), time.time()
+    data = SFTData(rows[:cfg.n_train] if cfg.n_train else rows, tok, max_len, chat, cfg.seed, task)
+    test = test_rows[:cfg.n_test]
+    if is_main():
+        log(f'{len(data.pairs)} training problems ({data.dropped} longer than {max_len} tokens left out), '
+            f'{"chat template" if data.chat else "plain prompts"}, {len(test)} test problems')
+    summary, res = train(model, data, cfg, out=out, resume=resume, loss_fn=hf_loss), None
+    if is_main():
+        save_adapter(model, tok, out, base=base, task=task.to_dict(), train=cfg.to_dict(), summary=summary,
+                     chat=data.chat, **(meta or {}))
+        res = hf_eval(model, tok, task, test, data.chat, max_new_tokens) if test else dict(accuracy=None, n=0)
+        res |= dict(train_steps=summary['steps'], train_time=summary['train_time'],
+                    total_time=round(time.time() - t0, 2))
+        atomic_write(out/'eval.json', json.dumps(res, indent=1))
+        save_curves(out)
+    barrier()
     return res
 
 # %% ../nbs/06_lora.ipynb #c6464dee
-def _hf_parts(dataset, given:dict, exclude):
-    "Training rows, test rows, `TrainConfig` and the extra settings (max_len, max_new_tokens) for a HF base."
-    from mathnb.wordproblems import load_rows
-    extra = {k: given.pop(k) for k in ('max_len', 'max_new_tokens') if k in given}
-    if bad := sorted(set(given) - set(TrainConfig.__dataclass_fields__)):
+def _hf_config(over:dict) -> tuple[TrainConfig, dict]:
+    "The `TrainConfig` of a new run on a Hugging Face base (`HF_TRAIN`, `over`), and max_len/max_new_tokens."
+    extra = {k: over.pop(k) for k in ('max_len', 'max_new_tokens') if k in over}
+    if bad := sorted(set(over) - set(TrainConfig.__dataclass_fields__)):
         raise ConfigError(f'unknown option(s) {bad}: not a TrainConfig field, max_len or max_new_tokens')
-    cfg = TrainConfig(**{**HF_TRAIN, **given})
-    named = dataset == 'gsm8k'
-    rows = load_rows(dataset, 'train') if named else load_rows(dataset)
-    test = load_rows(dataset, 'test') if named else []
-    held = read_prompts(exclude) | {r['prompt'] for r in test}
-    rows = [r for r in rows if r['prompt'] not in held]
-    if not named: cfg = replace(cfg, n_test=0)
-    if not rows: raise UserError(f'{dataset}: no training rows left')
-    return rows, test, cfg, extra
+    return TrainConfig(**{**HF_TRAIN, **over}), extra
+
+def hf_data(dataset:str, cfg:TrainConfig, exclude=()) -> tuple:
+    "The benchmark task of `dataset` (gsm8k or a word-problem file), its training rows and its test rows."
+    task = task_from_dict({'kind': 'benchmark', 'dataset': dataset})
+    s = task.splits(cfg.n_train, 0, cfg.n_test, cfg.seed, read_prompts(exclude or []))
+    if not s['train']: raise UserError(f'{dataset}: no training rows left')
+    return task, s['train'], s['test']
 
 # %% ../nbs/06_lora.ipynb #33cca595
-@call_parse
-def mathnb_lora(
-    base:str=None,                 # base model: a mathnb model directory, or a Hugging Face folder or hub id
-    preset:str=None,               # arithmetic training preset for a mathnb base (see TRAIN_PRESETS)
-    dataset:str=None,              # gsm8k or a word-problem JSON/JSONL file, for a Hugging Face base
-    r:int=8,                       # LoRA rank
-    alpha:float=16,                # LoRA alpha (update scaled by alpha/r, or alpha/sqrt(r) with --rslora)
-    dropout:float=0.05,            # dropout on the adapter's input
-    target:str='all-linear',       # layers to adapt: names (q_proj,v_proj), attn, mlp or all-linear
-    rslora:bool=False,             # rank-stabilised scaling alpha/sqrt(r)
-    dora:bool=False,               # weight-decomposed adapters (DoRA)
-    steps:int=None,                # training steps
-    lr:float=None,                 # peak learning rate
-    n_train:int=None,              # unique training problems
-    exclude:Param('JSONL files whose prompts are never trained on', str, nargs='*')=None,
-    load_4bit:bool=False,          # (--4bit) load a Hugging Face base in 4-bit NF4 (QLoRA; needs CUDA)
-    grad_checkpointing:bool=False, # gradient checkpointing (Hugging Face bases)
-    chat:str='auto',               # prompts in the tokenizer's chat template: auto, yes or no
-    out:str=None,                  # adapter directory (default runs/lora-PRESET or runs/lora-DATASET)
-    merge:bool=False,              # also write the base with the adapter merged in to OUT/merged
-    resume:bool=False,             # continue the run in OUT from its checkpoint (same options)
-    overwrite:bool=False,          # start again in an OUT that holds a checkpoint
-    device:str='auto',             # auto, cpu, cuda or mps
-    set:Param('other task/TrainConfig fields, max_len, max_new_tokens: key=value', str, nargs='*')=None,
-    quiet:bool=False,              # no progress bar
-):
-    "Train a LoRA adapter on a mathnb or Hugging Face base; write the adapter (and the merged model)."
+LORA_DEFAULTS = dict(r=8, alpha=16, dropout=0.05, target='all-linear', rslora=False, dora=False)
+
+def _where(p) -> str: return str(Path(p).resolve()) if Path(p).exists() else str(p)
+
+def _new_run(base, preset, dataset, lora:dict, chat, load_4bit, grad_checkpointing, exclude) -> dict:
+    "The checked settings of a new run: what its `lora.json` keeps for `--resume`."
     if not base: raise UserError('--base is required: a mathnb model directory or a Hugging Face model')
     if (preset is None) == (dataset is None):
         raise UserError('give exactly one of --preset (mathnb base) or --dataset (Hugging Face base)')
     if chat not in ('auto', 'yes', 'no'): raise UserError(f'--chat {chat!r}: choose auto, yes or no')
     if load_4bit: _need_cuda_4bit()
-    dev = get_device(device)
-    given = {k: v for k, v in dict(steps=steps, lr=lr, n_train=n_train).items() if v is not None}
-    given |= parse_set(set)
-    given |= dict(progress=not quiet, device=str(dev))
     kind = _base_kind(base)
-    out = check_out_dir(out or f'runs/lora-{preset or Path(dataset).stem}')
-    if (out/'config.json').exists() and not (resume or overwrite):
-        raise UserError(f'{out} holds a model or adapter: add --overwrite to replace it')
-    lora = dict(r=r, alpha=alpha, dropout=dropout, target=target, rslora=rslora, dora=dora)
-    if kind == 'mathnb':
-        if dataset: raise UserError('--dataset needs a Hugging Face base; a mathnb base trains on --preset')
-        if load_4bit or grad_checkpointing:
-            raise UserError('--4bit and --grad-checkpointing apply to Hugging Face bases')
-        task, _, cfg = preset_parts(preset, **given)
-        model, tok = load_model(base)
-        pm = add_lora(model, **lora)
-        res = run_training(task, model.config, cfg, out, exclude or [], resume, overwrite, preset, model=pm,
-                           save=partial(save_adapter, base=base))
-        print(f"test exact match {100 * res['accuracy']:.2f}% on {res['n']} held-out problems "
-              f"({res['train_steps']} steps, {res['train_time']:.0f}s training)")
+    if kind == 'mathnb' and dataset:
+        raise UserError('--dataset needs a Hugging Face base; a mathnb base trains on --preset')
+    if kind == 'mathnb' and (load_4bit or grad_checkpointing):
+        raise UserError('--4bit and --grad-checkpointing apply to Hugging Face bases')
+    if kind == 'hf' and preset:
+        raise UserError('--preset trains mathnb bases; a Hugging Face base trains on --dataset')
+    if missing := [f for f in exclude if not Path(f).is_file()]:
+        raise UserError(f'--exclude {missing[0]}: no such file')
+    return dict(base=_where(base), base_kind=kind, preset=preset, dataset=dataset and _where(dataset),
+                lora={**LORA_DEFAULTS, **lora}, chat=chat, load_4bit=load_4bit,
+                grad_checkpointing=grad_checkpointing, exclude=[_where(f) for f in exclude])
+
+# %% ../nbs/06_lora.ipynb #07d854bd
+def _saved_run(out:Path, given:list[str]) -> dict:
+    "The settings of the run in `out` (its `lora.json`), to resume it with nothing but `--out`."
+    if given:
+        raise UserError(f'--resume continues the run in {out} with its own settings; drop '
+                        f'{", ".join(given)} (only --steps, --device, --quiet, --merge apply)')
+    if not has_checkpoint(out): raise TrainingError(f'nothing to resume: no checkpoint in {out}')
+    if not (out/'lora.json').exists(): raise TrainingError(f'{out/"lora.json"}: missing; cannot resume')
+    s = load_json(out/'lora.json', 'LoRA run settings')
+    if s.get('base_kind') not in ('mathnb', 'hf') or not isinstance(s.get('lora'), dict):
+        raise TrainingError(f'{out/"lora.json"}: damaged (no base_kind or lora); cannot resume')
+    return s
+
+def _hf_resumed(out:Path, s:dict, steps:int|None) -> TrainConfig:
+    "The `TrainConfig` that a Hugging Face run in `out` started with, extended to `steps`."
+    cfg = TrainConfig.from_dict(s['train'])
+    if steps is None or steps == cfg.steps: return cfg
+    if steps < (at := read_checkpoint_state(out/'checkpoint')['step']):
+        raise UserError(f'--steps {steps}: the run is already at step {at}')
+    return replace(cfg, steps=steps, decay_steps=cfg.decay_steps or cfg.steps)
+
+# %% ../nbs/06_lora.ipynb #bfca095b
+def _mathnb_job(s:dict, out:Path, over:dict, steps, device, quiet:bool, resume:bool, overwrite:bool):
+    "Train the adapter of settings `s` on its mathnb base through `run_training`."
+    if resume: task, _, cfg, preset, excl = resume_parts(out, steps)
     else:
-        if preset: raise UserError('--preset trains mathnb bases; a Hugging Face base trains on --dataset')
-        rows, test, cfg, extra = _hf_parts(dataset, given, exclude)
-        has_ckpt = (out/'checkpoint').exists()
-        if resume and not has_ckpt: raise TrainingError(f'nothing to resume: no checkpoint in {out}')
-        if has_ckpt and not (resume or overwrite):
-            raise UserError(f'{out} holds a checkpoint: add --resume to continue it, --overwrite to restart')
-        model, tok = load_hf(base, str(dev), load_4bit, grad_checkpointing)
-        pm = add_lora(model, task_type='CAUSAL_LM', **lora)
-        if overwrite and not resume: shutil.rmtree(out/'checkpoint', ignore_errors=True)
-        res = finetune_hf(pm, tok, base, rows, test, cfg, out, resume, extra.get('max_len', 512),
-                          None if chat == 'auto' else chat == 'yes', extra.get('max_new_tokens', 256))
-        if 'strict' in res: print(f"test strict {100 * res['strict']:.1f}%, "
-                                  f"flexible {100 * res['flexible']:.1f}% "
-                                  f"on {res['n']} problems; loss {res['test_loss']:.3f}")
-    print(f'adapter: {out}/')
-    if merge: print(f'merged model: {merge_adapter(out, out/"merged", str(dev))}/')
+        task, _, cfg = preset_parts(s['preset'], **over, **({'steps': steps} if steps else {}))
+        preset, excl = s['preset'], s['exclude']
+    cfg = replace(cfg, progress=not quiet, **({'device': device} if device else {}))
+    model, tok = load_model(s['base'])
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed)
+        pm = add_lora(model, verbose=is_main(), **s['lora'])
+    if is_main() and not resume: atomic_write(out/'lora.json', json.dumps(s, indent=1))
+    return run_training(task, model.config, cfg, out, excl, resume, overwrite, preset, model=pm,
+                        save=partial(save_adapter, base=s['base']))
+
+def _hf_job(s:dict, out:Path, over:dict, steps, device, quiet:bool, resume:bool, overwrite:bool):
+    "Train the adapter of settings `s` on its Hugging Face base with `finetune_hf`."
+    if resume: cfg, extra = _hf_resumed(out, s, steps), s['extra']
+    else: cfg, extra = _hf_config({**over, **({'steps': steps} if steps else {})})
+    cfg = replace(cfg, progress=not quiet, **({'device': device} if device else {}))
+    task, rows, test = hf_data(s['dataset'], cfg, s['exclude'])
+    dev = init_distributed(cfg.device, cfg.dist_timeout)
+    model, tok = load_hf_base(s['base'], dev, s['load_4bit'], s['grad_checkpointing'])
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed)
+        pm = add_lora(model, task_type='CAUSAL_LM', verbose=is_main(), **s['lora'])
+    if is_main() and not resume:
+        shutil.rmtree(out/'checkpoint', ignore_errors=True)
+        atomic_write(out/'lora.json', json.dumps(dict(s, train=cfg.to_dict(), extra=extra), indent=1))
+    chat = None if s['chat'] == 'auto' else s['chat'] == 'yes'
+    return finetune_hf(pm, tok, s['base'], task, rows, test, cfg, out, resume, extra.get('max_len', 512),
+                       chat, extra.get('max_new_tokens', 256))
+
+# %% ../nbs/06_lora.ipynb #d20ec155
+@call_parse
+def mathnb_lora(
+    base:str=None,                 # base model: a mathnb model directory, or a Hugging Face folder or hub id
+    preset:str=None,               # arithmetic training preset for a mathnb base (see TRAIN_PRESETS)
+    dataset:str=None,              # gsm8k or a word-problem JSON/JSONL file, for a Hugging Face base
+    r:int=None,                    # LoRA rank (default 8)
+    alpha:float=None,              # LoRA alpha (default 16): updates scale by alpha/r (--rslora: /sqrt(r))
+    dropout:float=None,            # dropout on the adapter's input (default 0.05)
+    target:str=None,               # layers to adapt: names (q_proj,v_proj), attn, mlp or all-linear (default)
+    rslora:bool=False,             # rank-stabilised scaling alpha/sqrt(r)
+    dora:bool=False,               # weight-decomposed adapters (DoRA)
+    steps:int=None,                # training steps (with --resume: extend the run to this many)
+    lr:float=None,                 # peak learning rate
+    n_train:int=None,              # unique training problems
+    exclude:Param('JSONL files whose prompts are never trained on', str, nargs='*')=None,
+    load_4bit:bool=False,          # (--4bit) load a Hugging Face base in 4-bit NF4 (QLoRA; needs CUDA)
+    grad_checkpointing:bool=False, # gradient checkpointing (Hugging Face bases)
+    chat:str=None,                 # prompts in the tokenizer's chat template: auto (default), yes or no
+    out:str=None,                  # adapter directory (default runs/lora-PRESET or runs/lora-DATASET)
+    merge:bool=False,              # also write the base with the adapter merged in to OUT/merged
+    resume:bool=False,             # continue the run in OUT from its checkpoint, with its own settings
+    overwrite:bool=False,          # start again in an OUT that holds a checkpoint or an adapter
+    device:str=None,               # auto, cpu, cuda or mps (cuda:LOCAL_RANK under torchrun)
+    set:Param('other task/TrainConfig fields, max_len, max_new_tokens: key=value', str, nargs='*')=None,
+    quiet:bool=False,              # no progress bar
+):
+    "Train a LoRA adapter on a mathnb or Hugging Face base (one process, or several under torchrun)."
+    lora = {k: v for k, v in dict(r=r, alpha=alpha, dropout=dropout, target=target, rslora=rslora,
+                                  dora=dora).items() if v not in (None, False)}
+    over = {k: v for k, v in dict(lr=lr, n_train=n_train).items() if v is not None} | parse_set(set)
+    if resume:
+        if not out: raise UserError('--resume needs --out DIR: the run to continue')
+        asked = dict(base=base, preset=preset, dataset=dataset, chat=chat, exclude=exclude,
+                     load_4bit=load_4bit, grad_checkpointing=grad_checkpointing, **lora, **over)
+        out = check_out_dir(out)
+        s = _saved_run(out, [f'--{k}' for k, v in asked.items() if v not in (None, False, [])])
+    else:
+        s = _new_run(base, preset, dataset, lora, chat or 'auto', load_4bit, grad_checkpointing,
+                     exclude or [])
+        out = check_out_dir(out or f'runs/lora-{preset or Path(dataset).stem}')
+        if ((out/'config.json').exists() or has_checkpoint(out)) and not overwrite:
+            raise UserError(f'{out} holds an adapter or a checkpoint: add --resume to continue its run, '
+                            'or --overwrite to start again')
+    job = _mathnb_job if s['base_kind'] == 'mathnb' else _hf_job
+    try: res = job(s, out, over, steps, device, quiet, resume, overwrite)
+    finally: close_distributed()
+    if res is None: return None                                 # not the first process
+    print(run_summary(res, out, f'mathnb-eval --model {out}' if s['base_kind'] == 'mathnb' else None))
+    if 'flexible' in res:
+        print(f"flexible {100 * res['flexible']:.1f}%; held-out loss {res['test_loss']:.3f}")
+    if merge: print(f'merged model: {merge_adapter(out, out/"merged", device or "auto")}/')
     return res
 
 def mathnb_lora_cli():
