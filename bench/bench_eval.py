@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 from mathnb.core import UserError
 from mathnb.model import load_model, get_device, default_model_dir
-from mathnb.evaluation import evaluate, read_eval_rows, load_task
+from mathnb.data import load_task
+from mathnb.evaluation import evaluate, read_eval_rows
 
 def _timed(fn, repeat:int=1):
     "The result of `fn()` and the best of `repeat` timings (the least disturbed by other work on the machine)."

@@ -2,7 +2,7 @@
 them with their outputs, so the committed notebooks show what their code produces.
 
     python tools/execute_notebooks.py                # every notebook in nbs/
-    python tools/execute_notebooks.py 03_training    # some of them
+    python tools/execute_notebooks.py 04_training    # some of them
 
 Run `nbdev_clean` afterwards (it keeps the outputs and drops the metadata that changes from run to run)."""
 import sys, time
