@@ -61,11 +61,13 @@ def teacher_logp(t_logits:torch.Tensor, temperature:float=1.0, top_k:int|None=No
         z = z.masked_fill(z < kth, float('-inf'))
     return z.log_softmax(-1)
 
+# %% ../nbs/05_distillation.ipynb #74591d98
 def mix_logp(logps:list, weights=None) -> torch.Tensor:
     "log of the mixture `sum w_i p_i` of distributions given as log-probabilities (weights normalised)."
     w = [1.0] * len(logps) if weights is None else list(weights)
     return torch.logsumexp(torch.stack([lp + math.log(wi / sum(w)) for lp, wi in zip(logps, w)]), 0)
 
+# %% ../nbs/05_distillation.ipynb #7a2e49da
 def kd_loss(student_logits:torch.Tensor, teacher_logits:torch.Tensor|None, mask:torch.Tensor, kind:str='fkl',
             beta:float|None=None, temperature:float=1.0, top_k:int|None=None, t_logp:torch.Tensor|None=None):
     "Mean divergence over the `mask`ed positions, times T²; the teacher as logits or log-probs `t_logp`."
@@ -73,6 +75,39 @@ def kd_loss(student_logits:torch.Tensor, teacher_logits:torch.Tensor|None, mask:
     t = teacher_logp(teacher_logits, temperature, top_k) if t_logp is None else t_logp
     m = mask.float()
     return (divergence(s, t, kind, beta) * m).sum() / m.sum().clamp_min(1) * temperature ** 2
+
+# %% ../nbs/05_distillation.ipynb #863e7490
+def _hf_forward(net, idx, layers, attn_layers):
+    "Logits, residuals after `layers` and attention patterns of `attn_layers` of a transformers model."
+    hs, hooks = {}, []
+    def grab(i):
+        def f(m, inp, out): hs[i] = out[0] if isinstance(out, tuple) else out
+        return f
+    try:
+        for i in layers: hooks.append(net.model.layers[i].register_forward_hook(grab(i)))
+        o = net(input_ids=idx, output_attentions=bool(attn_layers), use_cache=False)
+    finally:
+        for h in hooks: h.remove()
+    return o.logits, hs, {i: o.attentions[i] for i in attn_layers}
+
+def _hf_greedy(net, tok:MathTokenizer, prompts:list[str], max_new_tokens:int) -> list[str]:
+    "Greedy completions by transformers model `net` in mathnb tokenizer `tok`, each up to its `<end>`."
+    out, dev = [None] * len(prompts), next(net.parameters()).device
+    by_len = {}
+    for i, p in enumerate(prompts): by_len.setdefault(len(tok.encode(p)), []).append(i)
+    for ids in by_len.values():                 # equal lengths: no padding, no position offsets
+        x = torch.tensor([tok.encode(prompts[i]) for i in ids], device=dev)
+        L, done = x.size(1), torch.zeros(len(ids), dtype=torch.bool, device=dev)
+        for _ in range(max_new_tokens):
+            nxt = net(input_ids=x, use_cache=False).logits[:, -1].argmax(-1)
+            x = torch.cat([x, nxt.masked_fill(done, tok.pad_id)[:, None]], 1)
+            done |= nxt == tok.end_id
+            if done.all(): break
+        for r, i in enumerate(ids):
+            new = x[r, L:].tolist()
+            if tok.end_id in new: new = new[:new.index(tok.end_id) + 1]
+            out[i] = tok.decode(new)
+    return out
 
 # %% ../nbs/05_distillation.ipynb #62aafa79
 class Teacher(nn.Module):
@@ -92,7 +127,7 @@ class Teacher(nn.Module):
     @torch.inference_mode()
     def forward(self, idx:torch.Tensor, layers=(), attn_layers=()) -> tuple[torch.Tensor, dict, dict]:
         "Logits (B, T, V), `{layer: residual (B, T, C)}` after `layers`, `{layer: pattern (B, nh, T, T)}`."
-        if self.is_hf: return self._hf(idx, layers, attn_layers)
+        if self.is_hf: return _hf_forward(self.net, idx, layers, attn_layers)
         cache = {}
         def keep(a, name): cache[name] = a
         names = [f'blocks.{i}.hook_resid_post' for i in layers]
@@ -101,38 +136,11 @@ class Teacher(nn.Module):
         return (logits, {i: cache[f'blocks.{i}.hook_resid_post'] for i in layers},
                 {i: cache[f'blocks.{i}.attn.hook_pattern'] for i in attn_layers})
 
-    def _hf(self, idx, layers, attn_layers):
-        hs, hooks = {}, []
-        def grab(i):
-            def f(m, inp, out): hs[i] = out[0] if isinstance(out, tuple) else out
-            return f
-        try:
-            for i in layers: hooks.append(self.net.model.layers[i].register_forward_hook(grab(i)))
-            o = self.net(input_ids=idx, output_attentions=bool(attn_layers), use_cache=False)
-        finally:
-            for h in hooks: h.remove()
-        return o.logits, hs, {i: o.attentions[i] for i in attn_layers}
-
     @torch.inference_mode()
     def complete(self, prompts:list[str], max_new_tokens:int) -> list[str]:
         "Greedy completions of text `prompts` up to `<end>`, in the teacher's own tokenizer."
         if not self.is_hf: return complete(self.net, self.tok, prompts, max_new_tokens)
-        out, dev = [None] * len(prompts), next(self.net.parameters()).device
-        by_len = {}
-        for i, p in enumerate(prompts): by_len.setdefault(len(self.tok.encode(p)), []).append(i)
-        for ids in by_len.values():                 # equal lengths: no padding, no position offsets
-            x = torch.tensor([self.tok.encode(prompts[i]) for i in ids], device=dev)
-            L, done = x.size(1), torch.zeros(len(ids), dtype=torch.bool, device=dev)
-            for _ in range(max_new_tokens):
-                nxt = self.net(input_ids=x, use_cache=False).logits[:, -1].argmax(-1)
-                x = torch.cat([x, nxt.masked_fill(done, self.tok.pad_id)[:, None]], 1)
-                done |= nxt == self.tok.end_id
-                if done.all(): break
-            for r, i in enumerate(ids):
-                new = x[r, L:].tolist()
-                if self.tok.end_id in new: new = new[:new.index(self.tok.end_id) + 1]
-                out[i] = self.tok.decode(new)
-        return out
+        return _hf_greedy(self.net, self.tok, prompts, max_new_tokens)
 
     def __repr__(self):
         return f'Teacher({self.source or type(self.net).__name__}: {self.n_layer} layers x {self.n_embd})'
@@ -183,6 +191,29 @@ def _check_vocab(teachers, tok:MathTokenizer):
                             'use --seq-kd --alpha 0 '
                             '(sequence-level KD, which exchanges only text)')
 
+# %% ../nbs/05_distillation.ipynb #e33987c2
+def _check_settings(teachers, weights, mix, loss, beta, temperature, alpha, top_k, hidden_loss, lmbda,
+                    seq_kd):
+    "A `UserError` naming the first bad distillation setting."
+    if not teachers: raise UserError('no teacher given')
+    if len(weights) != len(teachers):
+        raise UserError(f'{len(weights)} weights for {len(teachers)} teachers: give one per teacher')
+    if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
+        raise UserError(f'teacher weights must be >= 0 and not all 0, got {weights}')
+    if mix not in ('mixture', 'losses'):
+        raise UserError(f"unknown mix {mix!r}: choose 'mixture' or 'losses'")
+    if loss not in KD_LOSSES:
+        raise UserError(f'unknown distillation loss {loss!r}: choose one of {", ".join(KD_LOSSES)}')
+    if beta is not None and not 0 <= beta <= 1: raise UserError(f'--beta must be in [0, 1], got {beta}')
+    if not temperature > 0: raise UserError(f'--temperature must be > 0, got {temperature}')
+    if not 0 <= alpha <= 1: raise UserError(f'--alpha must be in [0, 1], got {alpha}')
+    if top_k is not None and top_k < 1: raise UserError(f'--top-k must be >= 1, got {top_k}')
+    if hidden_loss not in ('mse', 'cosine'):
+        raise UserError(f'unknown hidden loss {hidden_loss!r}: choose mse or cosine')
+    if not 0 <= lmbda <= 1: raise UserError(f'--on-policy must be a fraction in [0, 1], got {lmbda}')
+    if seq_kd and lmbda == 1:
+        raise UserError('--seq-kd and --on-policy 1 exclude each other: every batch would be on-policy')
+
 # %% ../nbs/05_distillation.ipynb #f2cc89a9
 class Distiller(nn.Module):
     "A `loss_fn` for `train`: cross-entropy mixed with distillation from frozen `teachers` (see above)."
@@ -196,7 +227,8 @@ class Distiller(nn.Module):
         teachers = teachers if isinstance(teachers, (list, tuple)) else [teachers]
         self.tok, self.cfg = tok or CharTokenizer(), student_cfg
         self.weights = [1.0] * len(teachers) if weights is None else [float(w) for w in weights]
-        self._check(teachers, mix, loss, beta, temperature, alpha, top_k, hidden_loss, lmbda, seq_kd)
+        _check_settings(teachers, self.weights, mix, loss, beta, temperature, alpha, top_k, hidden_loss,
+                        lmbda, seq_kd)
         self.teachers = nn.ModuleList(teachers)
         self.mix, self.loss, self.beta, self.T = mix, loss, beta, temperature
         self.alpha, self.top_k = alpha, top_k
@@ -228,26 +260,6 @@ class Distiller(nn.Module):
 
     @staticmethod
     def _linear(a, b): return nn.Linear(a, b, bias=False) if a != b else nn.Identity()
-
-    def _check(self, teachers, mix, loss, beta, temperature, alpha, top_k, hidden_loss, lmbda, seq_kd):
-        if not teachers: raise UserError('no teacher given')
-        if len(self.weights) != len(teachers):
-            raise UserError(f'{len(self.weights)} weights for {len(teachers)} teachers: give one per teacher')
-        if any(not math.isfinite(w) or w < 0 for w in self.weights) or sum(self.weights) <= 0:
-            raise UserError(f'teacher weights must be >= 0 and not all 0, got {self.weights}')
-        if mix not in ('mixture', 'losses'):
-            raise UserError(f"unknown mix {mix!r}: choose 'mixture' or 'losses'")
-        if loss not in KD_LOSSES:
-            raise UserError(f'unknown distillation loss {loss!r}: choose one of {", ".join(KD_LOSSES)}')
-        if beta is not None and not 0 <= beta <= 1: raise UserError(f'--beta must be in [0, 1], got {beta}')
-        if not temperature > 0: raise UserError(f'--temperature must be > 0, got {temperature}')
-        if not 0 <= alpha <= 1: raise UserError(f'--alpha must be in [0, 1], got {alpha}')
-        if top_k is not None and top_k < 1: raise UserError(f'--top-k must be >= 1, got {top_k}')
-        if hidden_loss not in ('mse', 'cosine'):
-            raise UserError(f'unknown hidden loss {hidden_loss!r}: choose mse or cosine')
-        if not 0 <= lmbda <= 1: raise UserError(f'--on-policy must be a fraction in [0, 1], got {lmbda}')
-        if seq_kd and lmbda == 1:
-            raise UserError('--seq-kd and --on-policy 1 exclude each other: every batch would be on-policy')
 
     def _layer_map(self, layer_map, n_s, t):
         if layer_map is None: return _default_map(n_s, t.n_layer)
@@ -341,6 +353,7 @@ def _feature_losses(self, ti, t, cache, t_hid, t_att, valid):
         out['contrastive'] = F.cross_entropy(logits, torch.arange(len(zs), device=zs.device))
     return out
 
+# %% ../nbs/05_distillation.ipynb #b6cf4384
 def _forward(self, model, batch:dict):
     if (sf := getattr(self, 'settings_file', None)) is not None:
         if is_main(): atomic_write(sf[0], json.dumps(sf[1], indent=1))
@@ -406,6 +419,7 @@ def _build(kd:dict, model_cfg:GPTConfig, tok:MathTokenizer, out:Path, device, se
                      seq_kd=kd['seq_kd'], lmbda=kd['on_policy'],
                      cache=out/'seq_kd.jsonl' if kd['seq_kd'] else None, seed=seed)
 
+# %% ../nbs/05_distillation.ipynb #56b5099e
 def _resume_kd(out:Path, kd:dict, steps, device, quiet:bool, given:dict, exclude) -> tuple:
     "The distillation settings, task, model and training configs, preset and exclusions of the run in `out`."
     if changed := sorted(given) + [k for k, v in kd.items() if v != KD_DEFAULTS[k]]:
@@ -481,6 +495,7 @@ def mathnb_distill(
     if res is not None: print(run_summary(res, out, f'mathnb-eval --model {out}'))
     return res
 
+# %% ../nbs/05_distillation.ipynb #7bd86ff4
 def mathnb_distill_cli(): run_cli(mathnb_distill, 'mathnb-distill')
 
 # %% ../nbs/05_distillation.ipynb #3965788c
@@ -492,8 +507,10 @@ EXPERIMENT_METHODS = {
     'seq-KD': dict(alpha=0.0, seq_kd=True),
     'on-policy': dict(loss='fkl', lmbda=0.5),
 }
+
 STUDENT = dict(n_layer=2, n_embd=64, n_head=4, digits='2')   # preset overrides: the student and its task
 
+# %% ../nbs/05_distillation.ipynb #d9aefba0
 def distill_run(method:str, seed:int=0, steps:int=300, n_train:int|None=None, teacher:Teacher|None=None,
                 student:dict=STUDENT, batch_size:int=128, eval_every:int=25, n_val:int=200,
                 n_test:int=500) -> dict:
@@ -537,6 +554,7 @@ def summarize_runs(runs:list[dict]) -> list[dict]:
                          time=sum(r['time'] for r in rs) / len(rs)))
     return rows
 
+# %% ../nbs/05_distillation.ipynb #82f459b5
 def results_markdown(rows:list[dict]) -> str:
     "The summary rows as a markdown table."
     md = ['| regime | method | test exact match (mean, min-max) | steps to 50% val | to 99% val | s/run |',
@@ -548,6 +566,7 @@ def results_markdown(rows:list[dict]) -> str:
                   f"{100 * r['max_acc']:.1f}) | {s50} | {s99} | {r['time']:.0f} |")
     return '\n'.join(md)
 
+# %% ../nbs/05_distillation.ipynb #c2471d3c
 def plot_distillation(runs:list[dict], path=None, dpi:int=80):
     "Validation exact match against step per method (mean over seeds, range shaded), one panel per regime."
     import matplotlib.pyplot as plt

@@ -84,6 +84,7 @@ def trainable_params(model:nn.Module) -> tuple[int, int]:
     ps = list(model.parameters())
     return sum(p.numel() for p in ps if p.requires_grad), sum(p.numel() for p in ps)
 
+# %% ../nbs/06_lora.ipynb #4047cbd3
 def add_lora(model:nn.Module, r:int=8, alpha:float=16, dropout:float=0.0, target='all-linear',
              rslora:bool=False,
              dora:bool=False, adapter_name:str='default', verbose:bool=True, **kw) -> PeftModel:
@@ -160,6 +161,7 @@ def adapter_info(path) -> dict:
         if not (path/g).exists(): raise ModelLoadError(f'{path/g}: missing')
     return a
 
+# %% ../nbs/06_lora.ipynb #031e396d
 def load_base(a:dict, device='cpu', **hf_kw):
     "The base model and tokenizer that adapter info `a` names, checked against the hash recorded at training."
     if a.get('base_kind') == 'hf': return load_hf_base(a['base'], device, **hf_kw)
@@ -168,6 +170,7 @@ def load_base(a:dict, device='cpu', **hf_kw):
         raise ModelLoadError(f"{a['base']}: its weights changed since the adapter was trained on them")
     return model, tok
 
+# %% ../nbs/06_lora.ipynb #26c1ced2
 def load_adapter(path, device='cpu', name:str='default', trainable:bool=False, **hf_kw):
     "The base model with the adapter in folder `path` applied (a peft model, eval mode) and the tokenizer."
     a = adapter_info(path)
@@ -176,6 +179,7 @@ def load_adapter(path, device='cpu', name:str='default', trainable:bool=False, *
     pm.mathnb_bases = {name: a['base']}
     return (pm if hf_kw.get('load_4bit') else pm.to(get_device(device))).eval(), tok
 
+# %% ../nbs/06_lora.ipynb #ba07c1a3
 def attach_adapter(model:PeftModel, path, name:str) -> PeftModel:
     "Load the adapter in folder `path` into `model` as `name` (same base); switch with `set_adapter`."
     a, bases = adapter_info(path), getattr(model, 'mathnb_bases', {})
@@ -239,6 +243,7 @@ def prompt_text(row:dict, tok, chat:bool=False) -> str:
     return tok.apply_chat_template([{'role': 'user', 'content': row['question']}], tokenize=False,
                                    add_generation_prompt=True)
 
+# %% ../nbs/06_lora.ipynb #1b51b254
 def sft_pair(row:dict, tok, chat:bool=False) -> tuple[list[int], list[int]]:
     "Token ids (prompt, solution + eos) of a word-problem row, the prompt in chat form if `chat`."
     p = tok(prompt_text(row, tok, chat), add_special_tokens=not chat)['input_ids']
@@ -285,6 +290,7 @@ def hf_generator(model, tok, rows:list[dict], chat:bool=False, batch_size:int=16
     text = {r['prompt']: prompt_text(r, tok, chat) for r in rows}
     return lambda prompts, n: hf_complete(model, tok, [text[p] for p in prompts], n, batch_size)
 
+# %% ../nbs/06_lora.ipynb #0461c3e4
 @torch.no_grad()
 def held_out_loss(model, tok, rows:list[dict], chat:bool=False, batch_size:int=16) -> float:
     "Mean over batches of `hf_loss` on the solutions of `rows`."
@@ -296,6 +302,7 @@ def held_out_loss(model, tok, rows:list[dict], chat:bool=False, batch_size:int=1
     model.train(was)
     return sum(losses) / max(len(losses), 1)
 
+# %% ../nbs/06_lora.ipynb #4ba5f039
 def hf_eval(model, tok, task, rows:list[dict], chat:bool=False, max_new_tokens:int=256,
             batch_size:int=16) -> dict:
     "`evaluate`'s summary of `model` on `rows` graded by `task`, the held-out loss, a few completions."
@@ -308,6 +315,7 @@ def hf_eval(model, tok, task, rows:list[dict], chat:bool=False, max_new_tokens:i
 HF_TRAIN = dict(steps=200, batch_size=8, lr=2e-4, min_lr=2e-5, warmup=10, weight_decay=0.0, n_val=0,
                 n_test=50, ckpt_every=50, log_every=10)
 
+# %% ../nbs/06_lora.ipynb #d8306fa5
 def finetune_hf(model:PeftModel, tok, base, task, rows:list[dict], test_rows:list[dict], cfg:TrainConfig, out,
                 resume:bool=False, max_len:int=512, chat=None, max_new_tokens:int=256, meta:dict|None=None,
                 log=print) -> dict|None:
@@ -407,6 +415,7 @@ def _mathnb_job(s:dict, out:Path, over:dict, steps, device, quiet:bool, resume:b
     return run_training(task, model.config, cfg, out, excl, resume, overwrite, preset, model=pm,
                         save=partial(save_adapter, base=s['base']))
 
+# %% ../nbs/06_lora.ipynb #cd7a7107
 def _hf_job(s:dict, out:Path, over:dict, steps, device, quiet:bool, resume:bool, overwrite:bool):
     "Train the adapter of settings `s` on its Hugging Face base with `finetune_hf`."
     if resume: cfg, extra = _hf_resumed(out, s, steps), s['extra']
@@ -479,6 +488,7 @@ def mathnb_lora(
     if merge: print(f'merged model: {merge_adapter(out, out/"merged", device or "auto")}/')
     return res
 
+# %% ../nbs/06_lora.ipynb #c82d3efa
 def mathnb_lora_cli():
     sys.argv[1:] = ['--load_4bit' if a in ('--4bit', '--load-4bit') else a for a in sys.argv[1:]]
     run_cli(mathnb_lora, 'mathnb-lora')
@@ -521,6 +531,7 @@ def lora_vs_full(base=None, steps:int=300, batch_size:int=128, n_test:int=500, r
         out.append(row)
     return out
 
+# %% ../nbs/06_lora.ipynb #1eacd536
 def plot_lora(rows:list[dict], path=None, dpi:int=80):
     "Accuracy on the new task and on the old one against trainable parameters; saved to `path` if given."
     import matplotlib.pyplot as plt
