@@ -60,7 +60,7 @@ def test_solve_notes_out_of_range_operands(model_dir):
 
 def test_eval_grades_any_completion(model_dir, tmp_path):
     "Completions with `</think>` but no `<think>` (or worse) are scored wrong, not a crash."
-    from mathnb.evaluation import load_task
+    from mathnb.data import load_task
     task = load_task(model_dir)
     for comp in ['66+981=</think>1047<end>', '<think><think>', '</think>', '1<think>6+8=11 6+8</think>1468182<end>']:
         g = task.grade(dict(prompt='66+81=', answer='147'), comp)
