@@ -19,10 +19,9 @@ from .data import Task, ArithmeticTask, DataSpecError, calc, CalcError, load_tas
 
 # %% auto #0
 __all__ = ['InputError', 'pose', 'check_marks', 'Step', 'step_note', 'Solution', 'covering', 'read_steps', 'answer_span',
-           'check_completion', 'Solver', 'user_text', 'prob_color', 'confidence_html', 'step_attention',
-           'attention_figure', 'figure_png', 'steps_html', 'answer_html', 'SolverApp', 'read_line', 'chat',
-           'mathnb_chat', 'mathnb_chat_cli', 'AppError', 'app_notebook', 'kernel_dir', 'voila_command', 'mathnb_app',
-           'mathnb_app_cli']
+           'check_completion', 'Solver', 'user_text', 'prob_color', 'confidence_html', 'figure_png', 'step_attention',
+           'attention_figure', 'steps_html', 'answer_html', 'SolverApp', 'read_line', 'chat', 'mathnb_chat',
+           'mathnb_chat_cli', 'AppError', 'app_notebook', 'kernel_dir', 'voila_command', 'mathnb_app', 'mathnb_app_cli']
 
 # %% ../nbs/08_solver.ipynb #e5eb5987
 class InputError(UserError):
@@ -281,6 +280,13 @@ def attention(self:Solver, sol:Solution) -> tuple[torch.Tensor, list[str]]:
     finally: m.train(was)
     return torch.stack([cache[n][0].float() for n in names]), [self.tok.decode([i]) for i in ids]
 
+# %% ../nbs/08_solver.ipynb #24adceee
+def figure_png(fig, dpi:int=100) -> bytes:
+    "`fig` as PNG bytes (works without a display, on matplotlib's Agg canvas)."
+    buf = io.BytesIO()
+    fig.savefig(buf, format='png', dpi=dpi)
+    return buf.getvalue()
+
 # %% ../nbs/08_solver.ipynb #92e700b7
 def step_attention(attn:torch.Tensor, sol:Solution, part:int) -> tuple[torch.Tensor, list[str]]:
     "Attention rows (n_layer, n_head, k, T) writing part `part` of `sol` (`Solution.parts`); the k tokens."
@@ -321,13 +327,6 @@ def attention_figure(attn:torch.Tensor, read:list[str], sol:Solution, part:int, 
     how = {'max': 'strongest head', 'mean': 'mean of heads'}.get(head, f'head {head}')
     axs[0].set_title(f'{sol.parts()[part][0]}\nattention while writing it ({how})', fontsize=10)
     return fig
-
-# %% ../nbs/08_solver.ipynb #24adceee
-def figure_png(fig, dpi:int=100) -> bytes:
-    "`fig` as PNG bytes (works without a display, on matplotlib's Agg canvas)."
-    buf = io.BytesIO()
-    fig.savefig(buf, format='png', dpi=dpi)
-    return buf.getvalue()
 
 # %% ../nbs/08_solver.ipynb #cd514ba4
 _CSS = '''<style>
