@@ -7,7 +7,7 @@ REPO = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get('MATHNB_DATA', REPO/'../shared/data'))
 GSM = DATA/'gsm8k'/'test.jsonl'
 needs_data = pytest.mark.skipif(not GSM.exists(), reason=f'no benchmark files in {DATA}')
-CMD = [sys.executable, '-c', 'from mathnb.wordproblems import mathnb_bench_cli; mathnb_bench_cli()']
+CMD = [sys.executable, '-c', 'from mathnb.bench import mathnb_bench_cli; mathnb_bench_cli()']
 
 
 def bench(*args, cwd=None):
@@ -60,7 +60,7 @@ def test_mathnb_model_with_calculator(tmp_path):
     import random, torch
     from mathnb.tokenizer import train_bpe
     from mathnb.model import GPT, get_config, save_model
-    from mathnb.wordproblems import WordProblemTask
+    from mathnb.wordtask import WordProblemTask
     task = WordProblemTask()
     tok = train_bpe([r['prompt'] + r['target'] for r in (task.sample(random.Random(i)) for i in range(200))], 300)
     torch.manual_seed(0)
@@ -79,6 +79,10 @@ def _bad_cases(tmp):
     nofinal = tmp/'nofinal.jsonl'
     nofinal.write_text('{"question": "q", "answer": "#### 1"}\n{"question": "q2", "answer": "no final line"}\n')
     qa = ['--question-field', 'q', '--answer-field', 'a']
+    (tmp/'hfbroken').mkdir()
+    (tmp/'hfbroken'/'config.json').write_text('{"model_type": "llama"}')
+    (tmp/'notamodel').mkdir()
+    (tmp/'notamodel'/'config.json').write_text('{"task": "add"}')
     return {
         'no dataset': ([], '--dataset is required'),
         'unknown name': (['--dataset', 'nope', '--gold'], 'unknown data set'),
@@ -93,11 +97,15 @@ def _bad_cases(tmp):
         'data dir': (['--dataset', 'gsm8k', '--gold', '--data-dir', tmp/'nodata'], 'not found'),
         'bad split': (['--dataset', 'gsm8k', '--gold', '--split', 'dev'], 'no split'),
         'out is a dir': (['--dataset', f, '--gold', '--out', tmp, *qa], 'is a directory'),
+        'broken hf model': (['--dataset', f, '--model', tmp/'hfbroken', *qa],
+                            'hfbroken: cannot load a Hugging Face causal LM'),
+        'not a model config': (['--dataset', f, '--model', tmp/'notamodel', *qa], 'no "model" section'),
     }
 
 
 CASES = ['no dataset', 'unknown name', 'unknown format', 'missing field', 'bad json line', 'no final answer', 'n zero',
-         'no model', 'missing model', 'data dir', 'bad split', 'out is a dir']
+         'no model', 'missing model', 'data dir', 'bad split', 'out is a dir', 'broken hf model',
+         'not a model config']
 
 
 @pytest.mark.parametrize('case', CASES)
@@ -121,7 +129,7 @@ def test_models_on_20_gsm8k_problems(tmp_path, kind):
     "A tiny Hugging Face Llama (saved with save_pretrained, mathnb's BPE tokenizer) and a mathnb model run end to end."
     import torch
     from mathnb.tokenizer import train_bpe
-    from mathnb.wordproblems import load_file
+    from mathnb.benchmarks import load_file
     rows = load_file(GSM)[:200]
     tok = train_bpe([r['question'] + ' ' + r['solution'] for r in rows], vocab_size=400)
     d = tmp_path/kind
@@ -136,7 +144,7 @@ def test_models_on_20_gsm8k_problems(tmp_path, kind):
             tok.to_hf().save_pretrained(d)
         else:
             from mathnb.model import GPT, get_config, save_model
-            from mathnb.wordproblems import WordProblemTask
+            from mathnb.wordtask import WordProblemTask
             save_model(GPT(get_config('tiny', tok.vocab_size, block_size=1024, pos='rope')), tok, d,
                        task=WordProblemTask().to_dict())
     out = tmp_path/'preds.jsonl'
