@@ -426,6 +426,15 @@ class _Forced:
             if ids[r] != end_id and not self.queue[r]: self._ask(r)
         return torch.tensor(ids, device=nxt.device)
 
+# %% ../nbs/01_model.ipynb #11d82175
+def _cut_at_end(out:list[list[int]], probs:list[list[float]], end_id:int|None) -> tuple[list, list]:
+    "Each row of token ids `out` (and its `probs`) up to and including its first `end_id`."
+    for r, row in enumerate(out):
+        if end_id in row:
+            k = row.index(end_id) + 1
+            out[r], probs[r] = row[:k], probs[r][:k]
+    return out, probs
+
 # %% ../nbs/01_model.ipynb #98ebe7b8
 @torch.inference_mode()
 def generate(model:GPT, prompts:list[list[int]], max_new_tokens:int, end_id:int|None=None, pad_id:int=0,
@@ -465,11 +474,7 @@ def generate(model:GPT, prompts:list[list[int]], max_new_tokens:int, end_id:int|
                 done |= nxt == end_id
                 if done.all(): break
     finally: model.train(was_training)
-    out, pr = idx[:, L:L + n].tolist(), probs[:, :n].tolist()
-    for r, row in enumerate(out):
-        if end_id in row:
-            k = row.index(end_id) + 1
-            out[r], pr[r] = row[:k], pr[r][:k]
+    out, pr = _cut_at_end(idx[:, L:L + n].tolist(), probs[:, :n].tolist(), end_id)
     return (out, pr) if return_probs else out
 
 # %% ../nbs/01_model.ipynb #394b392d
@@ -595,8 +600,9 @@ def _load_weights(model:GPT, f:Path, device):
     # assign replaced tok_emb's parameter
     if model.config.tie_embeddings: model.lm_head.weight = model.tok_emb.weight
 
+# %% ../nbs/01_model.ipynb #cfeb289f
 def _load_adapter_dir(path:Path, d:dict, device):
-    "The mathnb base named by adapter directory `path` (written by `mathnb-lora`) with its LoRA adapter applied."
+    "The mathnb base named by adapter directory `path` (from `mathnb-lora`), its LoRA adapter applied."
     a, f = d['adapter'], path/'config.json'
     if not isinstance(a, dict) or not isinstance(a.get('base'), str):
         raise ModelLoadError(f'{f}: "adapter" names no base')
@@ -614,8 +620,9 @@ def _load_adapter_dir(path:Path, d:dict, device):
         raise ModelLoadError(f'{path}: cannot apply the adapter ({str(e).splitlines()[0]})') from None
     return pm.to(get_device(device)).eval(), tok
 
+# %% ../nbs/01_model.ipynb #56202899
 def load_model(path, device='cpu') -> tuple[GPT, MathTokenizer]:
-    "The model (eval mode, on `device`) and tokenizer in directory `path`; for a LoRA adapter, base + adapter."
+    "The model (eval mode, on `device`) and tokenizer in `path`; for a LoRA adapter, base + adapter."
     d, path = load_config(path), Path(path)
     if 'adapter' in d: return _load_adapter_dir(path, d, device)
     if 'model' not in d: raise ModelLoadError(f'{path}: a Hugging Face model directory; open it with load_hf')
