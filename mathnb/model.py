@@ -527,11 +527,13 @@ def _state(model:GPT) -> dict:
 NO_MODEL = ('no model given and no pretrained model ships with this install: train one with `mathnb-train` '
             '(it writes runs/add3-cot), then pass --model runs/add3-cot')
 
+# %% ../nbs/01_model.ipynb #df14835e
 def default_model_dir() -> Path | None:
     "The pretrained add3-cot model directory shipped in the package (`mathnb/pretrained/add3-cot`), or None."
     d = Path(mathnb.__file__).parent/'pretrained'/'add3-cot'
     return d if (d/'config.json').exists() else None
 
+# %% ../nbs/01_model.ipynb #7fbf0a58
 def resolve_model_dir(model_dir=None) -> Path:
     "`model_dir`, or the shipped pretrained model; `ModelLoadError` with instructions when there is neither."
     if model_dir is not None and str(model_dir) != '': return Path(model_dir)
