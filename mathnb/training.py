@@ -37,13 +37,6 @@ __all__ = ['PEAK_FLOPS', 'TRAIN_PRESETS', 'TrainConfig', 'DataSource', 'epoch_or
            'resume_parts', 'run_summary', 'mathnb_train', 'mathnb_train_cli']
 
 # %% ../nbs/04_training.ipynb #f1ac54da
-_INTS = dict(steps=1, batch_size=1, grad_accum=1, warmup=0, eval_every=1, log_every=1, ckpt_every=1, n_val=0,
-             n_test=0, dist_timeout=1)
-_FLOATS = dict(lr=(0, False), min_lr=(0, True), weight_decay=(0, True), grad_clip=(0, False))
-
-def _is_int(v) -> bool: return type(v) is int
-def _is_num(v) -> bool: return type(v) in (int, float) and math.isfinite(v)
-
 @dataclass
 class TrainConfig:
     "Optimisation settings and held-out sizes: everything `train` needs besides a model, a task and a loss."
@@ -76,47 +69,83 @@ class TrainConfig:
     peak_flops: float | None = None   # the device's peak FLOP/s for MFU (None: a known GPU's, or measured)
     dist_timeout: int = 900           # seconds a process waits for the others (collectives, barriers)
 
-    def __post_init__(self):
-        for k, lo in _INTS.items():
-            if not _is_int(getattr(self, k)) or getattr(self, k) < lo:
-                raise ConfigError(f'{k} must be a whole number >= {lo}, got {getattr(self, k)!r}')
-        for k, (lo, inclusive) in _FLOATS.items():
-            v = getattr(self, k)
-            if not _is_num(v) or v < lo or (v == lo and not inclusive):
-                raise ConfigError(f'{k} must be a number {">=" if inclusive else ">"} {lo}, got {v!r}')
-        self._check_rest()
-
-    def _check_rest(self):
-        if not _is_int(self.seed): raise ConfigError(f'seed must be a whole number, got {self.seed!r}')
-        for k in ('n_train', 'decay_steps'):
-            v = getattr(self, k)
-            if v is not None and (not _is_int(v) or v < 1):
-                raise ConfigError(f'{k} must be a whole number >= 1, got {v!r}')
-        b = self.betas
-        if not isinstance(b, (list, tuple)) or len(b) != 2 or not all(_is_num(x) and 0 <= x < 1 for x in b):
-            raise ConfigError(f'betas must be two numbers in [0, 1), such as [0.9, 0.99]; got {b!r}')
-        self.betas = tuple(b)
-        if self.dtype not in ('auto', 'fp32', 'bf16', 'fp16'):
-            raise ConfigError(f'unknown dtype {self.dtype!r}: choose auto, fp32, bf16 or fp16')
-        if self.target_acc is not None and not (_is_num(self.target_acc) and 0 < self.target_acc <= 1):
-            raise ConfigError(f'target_acc must be in (0, 1], got {self.target_acc!r}')
-        for k in ('compile', 'grad_checkpointing', 'curriculum', 'progress'):
-            if type(getattr(self, k)) is not bool:
-                raise ConfigError(f'{k} must be true or false, got {getattr(self, k)!r}')
-        if self.peak_flops is not None and not (_is_num(self.peak_flops) and self.peak_flops > 0):
-            raise ConfigError(f'peak_flops must be a positive number, got {self.peak_flops!r}')
-        if not isinstance(self.device, str):
-            raise ConfigError(f'device must be a name such as cpu, got {self.device!r}')
-        self.log_to = tuple([self.log_to] if isinstance(self.log_to, str) else self.log_to)
-        if bad := [x for x in self.log_to if x not in ('wandb', 'tensorboard')]:
-            raise ConfigError(f'unknown logger(s) {bad}: choose wandb or tensorboard')
-
+    def __post_init__(self): _check_config(self)
     def to_dict(self) -> dict: return asdict(self)
     @classmethod
     def from_dict(cls, d:dict):
         "A `TrainConfig` from a saved dict; unknown keys (from other mathnb versions) are ignored."
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+# %% ../nbs/04_training.ipynb #b4c7f522
+def _is_int(v) -> bool: return type(v) is int
+def _is_num(v) -> bool: return type(v) in (int, float) and math.isfinite(v)
+
+# %% ../nbs/04_training.ipynb #2e9dcec5
+_INTS = dict(steps=1, batch_size=1, grad_accum=1, warmup=0, eval_every=1, log_every=1, ckpt_every=1, n_val=0,
+             n_test=0, dist_timeout=1)
+_FLOATS = dict(lr=(0, False), min_lr=(0, True), weight_decay=(0, True), grad_clip=(0, False))
+
+# %% ../nbs/04_training.ipynb #0dadbbb4
+def _check_ranges(cfg):
+    "Whole numbers with a lower bound (`_INTS`), and numbers at or above one (`_FLOATS`: bound, inclusive)."
+    for k, lo in _INTS.items():
+        if not _is_int(getattr(cfg, k)) or getattr(cfg, k) < lo:
+            raise ConfigError(f'{k} must be a whole number >= {lo}, got {getattr(cfg, k)!r}')
+    for k, (lo, inclusive) in _FLOATS.items():
+        v = getattr(cfg, k)
+        if not _is_num(v) or v < lo or (v == lo and not inclusive):
+            raise ConfigError(f'{k} must be a number {">=" if inclusive else ">"} {lo}, got {v!r}')
+
+# %% ../nbs/04_training.ipynb #afb1ede6
+def _check_counts(cfg):
+    "The seed, and the counts that may be None (`n_train`, `decay_steps`)."
+    if not _is_int(cfg.seed): raise ConfigError(f'seed must be a whole number, got {cfg.seed!r}')
+    for k in ('n_train', 'decay_steps'):
+        v = getattr(cfg, k)
+        if v is not None and (not _is_int(v) or v < 1):
+            raise ConfigError(f'{k} must be a whole number >= 1, got {v!r}')
+
+# %% ../nbs/04_training.ipynb #35fe404d
+def _checked_betas(b) -> tuple:
+    if not isinstance(b, (list, tuple)) or len(b) != 2 or not all(_is_num(x) and 0 <= x < 1 for x in b):
+        raise ConfigError(f'betas must be two numbers in [0, 1), such as [0.9, 0.99]; got {b!r}')
+    return tuple(b)
+
+# %% ../nbs/04_training.ipynb #8baa4c8f
+def _check_choices(cfg):
+    "The dtype, the target accuracy, and the switches (true or false, never a string such as 'yes')."
+    if cfg.dtype not in ('auto', 'fp32', 'bf16', 'fp16'):
+        raise ConfigError(f'unknown dtype {cfg.dtype!r}: choose auto, fp32, bf16 or fp16')
+    if cfg.target_acc is not None and not (_is_num(cfg.target_acc) and 0 < cfg.target_acc <= 1):
+        raise ConfigError(f'target_acc must be in (0, 1], got {cfg.target_acc!r}')
+    for k in ('compile', 'grad_checkpointing', 'curriculum', 'progress'):
+        if type(getattr(cfg, k)) is not bool:
+            raise ConfigError(f'{k} must be true or false, got {getattr(cfg, k)!r}')
+
+# %% ../nbs/04_training.ipynb #2b4a414b
+def _check_hardware(cfg):
+    if cfg.peak_flops is not None and not (_is_num(cfg.peak_flops) and cfg.peak_flops > 0):
+        raise ConfigError(f'peak_flops must be a positive number, got {cfg.peak_flops!r}')
+    if not isinstance(cfg.device, str):
+        raise ConfigError(f'device must be a name such as cpu, got {cfg.device!r}')
+
+# %% ../nbs/04_training.ipynb #c81bd4b0
+def _checked_loggers(log_to) -> tuple:
+    log_to = tuple([log_to] if isinstance(log_to, str) else log_to)
+    if bad := [x for x in log_to if x not in ('wandb', 'tensorboard')]:
+        raise ConfigError(f'unknown logger(s) {bad}: choose wandb or tensorboard')
+    return log_to
+
+# %% ../nbs/04_training.ipynb #89ea6653
+def _check_config(cfg):
+    "Check every field of `cfg` (a `ConfigError` names the first bad one); make `betas` and `log_to` tuples."
+    _check_ranges(cfg)
+    _check_counts(cfg)
+    cfg.betas = _checked_betas(cfg.betas)
+    _check_choices(cfg)
+    _check_hardware(cfg)
+    cfg.log_to = _checked_loggers(cfg.log_to)
 
 # %% ../nbs/04_training.ipynb #f61fd3eb
 @runtime_checkable
@@ -132,6 +161,7 @@ class DataSource(Protocol):
 # %% ../nbs/04_training.ipynb #1d9cd50e
 def _rng(*key) -> random.Random: return random.Random(zlib.crc32(json.dumps(key).encode()))
 
+# %% ../nbs/04_training.ipynb #ff68384f
 def epoch_order(n_rows:int, seed:int, step:int, n:int, ordered_first_epoch:bool=False) -> list[int]:
     "Row indices of step `step`'s `n` rows: epoch after epoch, each a seeded shuffle of `range(n_rows)`."
     start, out = step * n, []
@@ -189,6 +219,7 @@ def lm_loss(logits:torch.Tensor, labels:torch.Tensor) -> torch.Tensor:
     "Mean cross-entropy over the positions whose label is not `IGNORE`."
     return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE)
 
+# %% ../nbs/04_training.ipynb #b2c8786a
 def next_token_loss(model:nn.Module, batch:dict) -> torch.Tensor:
     "The default `loss_fn`: `lm_loss` of the model's logits on the batch's labels."
     return lm_loss(model(batch['input_ids']), batch['labels'])
@@ -206,18 +237,49 @@ def make_optimizer(params, cfg:TrainConfig) -> torch.optim.AdamW:
 class TrainingError(UserError):
     "Training cannot go on: it diverged, or a checkpoint is missing, damaged or does not fit the run."
 
+# %% ../nbs/04_training.ipynb #97b658a0
 def trainable_state(modules:dict) -> dict:
     "The trainable tensors of each module in `modules` (`{prefix: module}`), named `prefix.param_name`."
     return {f'{pre}.{n}': p for pre, m in modules.items() for n, p in m.named_parameters() if p.requires_grad}
 
+# %% ../nbs/04_training.ipynb #b4693e03
 def _opt_tensors(opt) -> tuple[dict, list]:
     sd = opt.state_dict()
     t = {f'{i}.{k}': v.detach().cpu().contiguous()
          for i, st in sd['state'].items() for k, v in st.items() if torch.is_tensor(v)}
     return t, sd['param_groups']
 
+# %% ../nbs/04_training.ipynb #51ff6df9
 def _non_finite(tensors:dict) -> list[str]:
     return [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+
+# %% ../nbs/04_training.ipynb #9d5082a2
+def _check_finite(params:dict, ot:dict, step:int):
+    "Refuse to save weights or optimizer state holding a NaN or an infinity."
+    if bad := _non_finite(params) + _non_finite(ot):
+        raise TrainingError(f'not saving a checkpoint at step {step}: non-finite values in {bad[0]}'
+                            + (f' and {len(bad) - 1} more tensors' if len(bad) > 1 else ''))
+
+# %% ../nbs/04_training.ipynb #2c1cb816
+def _write_tmp(path:Path, params:dict, ot:dict, state:dict) -> Path:
+    "Write a checkpoint's three files into a fresh folder `path.tmp`."
+    tmp = path.with_name(path.name + '.tmp')
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(params, tmp/'model.safetensors')
+    save_file(ot, tmp/'optimizer.safetensors')
+    (tmp/'state.json').write_text(json.dumps(state, default=list))
+    return tmp
+
+# %% ../nbs/04_training.ipynb #a24da2f4
+def _swap_in(tmp:Path, path:Path):
+    "Replace folder `path` by `tmp` with renames: a kill at any moment leaves a whole checkpoint, old or new."
+    old = path.with_name(path.name + '.old')
+    if path.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
 
 # %% ../nbs/04_training.ipynb #38bf1c15
 def save_checkpoint(path, modules:dict, opt, step:int, cfg:TrainConfig, extra:dict|None=None) -> Path:
@@ -225,24 +287,12 @@ def save_checkpoint(path, modules:dict, opt, step:int, cfg:TrainConfig, extra:di
     path = Path(path)
     params = {k: v.detach().cpu().contiguous() for k, v in trainable_state(modules).items()}
     ot, groups = _opt_tensors(opt)
-    if bad := _non_finite(params) + _non_finite(ot):
-        raise TrainingError(f'not saving a checkpoint at step {step}: non-finite values in {bad[0]}'
-                            + (f' and {len(bad) - 1} more tensors' if len(bad) > 1 else ''))
+    _check_finite(params, ot, step)
     ot['rng.torch'] = torch.get_rng_state()
     if torch.cuda.is_available(): ot['rng.cuda'] = torch.cuda.get_rng_state()
     state = dict(step=step, config=cfg.to_dict(), mathnb_version=mathnb.__version__, param_groups=groups,
                  shapes={k: list(v.shape) for k, v in params.items()}, **(extra or {}))
-    tmp, old = path.with_name(path.name + '.tmp'), path.with_name(path.name + '.old')
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(params, tmp/'model.safetensors')
-    save_file(ot, tmp/'optimizer.safetensors')
-    (tmp/'state.json').write_text(json.dumps(state, default=list))
-    if path.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
+    _swap_in(_write_tmp(path, params, ot, state), path)
     return path
 
 # %% ../nbs/04_training.ipynb #7e09f83e
@@ -251,6 +301,20 @@ def _state_file(path:Path) -> Path:
         return path.with_name(path.name + '.old')
     return path
 
+# %% ../nbs/04_training.ipynb #9152670a
+_STATE_CHECKS = dict(step=lambda v: _is_int(v) and v >= 0, config=lambda v: isinstance(v, dict),
+                     param_groups=lambda v: isinstance(v, list) and all(isinstance(g, dict) for g in v),
+                     shapes=lambda v: isinstance(v, dict))
+
+def _check_state(s:dict, f:Path):
+    "A `TrainingError` naming `f` for a missing or malformed field of a checkpoint's state."
+    for k, ok in _STATE_CHECKS.items():
+        if k not in s: raise TrainingError(f'{f}: no {k!r} field; cannot resume')
+        if not ok(s[k]): raise TrainingError(f'{f}: bad {k!r} field ({s[k]!r:.60}); cannot resume')
+    try: TrainConfig.from_dict(s['config'])
+    except UserError as e: raise TrainingError(f'{f}: bad config ({e}); cannot resume') from None
+
+# %% ../nbs/04_training.ipynb #04e1a307
 def read_checkpoint_state(path) -> dict:
     "The checked `state.json` of checkpoint folder `path` (or of its `.old` twin after an interrupted swap)."
     path = _state_file(Path(path))
@@ -258,27 +322,22 @@ def read_checkpoint_state(path) -> dict:
     if not f.exists(): raise TrainingError(f'{f}: missing, cannot resume')
     try: s = load_json(f, 'checkpoint state')
     except UserError as e: raise TrainingError(f'{e}; cannot resume') from None
-    checks = dict(step=lambda v: _is_int(v) and v >= 0, config=lambda v: isinstance(v, dict),
-                  param_groups=lambda v: isinstance(v, list) and all(isinstance(g, dict) for g in v),
-                  shapes=lambda v: isinstance(v, dict))
-    for k, ok in checks.items():
-        if k not in s: raise TrainingError(f'{f}: no {k!r} field; cannot resume')
-        if not ok(s[k]): raise TrainingError(f'{f}: bad {k!r} field ({s[k]!r:.60}); cannot resume')
-    try: TrainConfig.from_dict(s['config'])
-    except UserError as e: raise TrainingError(f'{f}: bad config ({e}); cannot resume') from None
+    _check_state(s, f)
     s['_dir'] = str(path)
     return s
 
-# %% ../nbs/04_training.ipynb #a9170e33
-def load_checkpoint(path, modules:dict, opt) -> dict:
-    "Restore `modules`' trainable tensors, `opt` and RNG state from checkpoint `path`; return its state."
-    state = read_checkpoint_state(path)
-    path = Path(state['_dir'])
+# %% ../nbs/04_training.ipynb #da2527b8
+def _read_tensors(path:Path) -> tuple[dict, dict]:
+    "The model and optimizer tensors of checkpoint folder `path`, or a one-line `TrainingError`."
     for f in ('model.safetensors', 'optimizer.safetensors'):
         if not (path/f).exists(): raise TrainingError(f'{path/f}: missing, cannot resume')
-    try: sd, ot = load_file(path/'model.safetensors'), load_file(path/'optimizer.safetensors')
+    try: return load_file(path/'model.safetensors'), load_file(path/'optimizer.safetensors')
     except Exception as e:
         raise TrainingError(f'{path}: unreadable checkpoint ({str(e).splitlines()[0]})') from None
+
+# %% ../nbs/04_training.ipynb #d14b6f7d
+def _load_params(modules:dict, sd:dict, path:Path):
+    "Copy the saved tensors `sd` into `modules`' trainable tensors, if their names and shapes match."
     live = trainable_state(modules)
     want = {k: list(v.shape) for k, v in live.items()}
     if want != {k: list(v.shape) for k, v in sd.items()}:
@@ -286,11 +345,25 @@ def load_checkpoint(path, modules:dict, opt) -> dict:
                             '(a different config?)')
     with torch.no_grad():
         for k, p in live.items(): p.copy_(sd[k])
-    osd = {'state': {}, 'param_groups': state['param_groups']}
+
+# %% ../nbs/04_training.ipynb #21f56a57
+def _opt_state(ot:dict, groups:list) -> dict:
+    "An optimizer `state_dict` from the saved tensors `ot` (named `index.name`) and the `param_groups`."
+    osd = {'state': {}, 'param_groups': groups}
     for k, v in ot.items():
         if k.startswith('rng.'): continue
         i, name = k.split('.', 1)
         osd['state'].setdefault(int(i), {})[name] = v
+    return osd
+
+# %% ../nbs/04_training.ipynb #a9170e33
+def load_checkpoint(path, modules:dict, opt) -> dict:
+    "Restore `modules`' trainable tensors, `opt` and RNG state from checkpoint `path`; return its state."
+    state = read_checkpoint_state(path)
+    path = Path(state['_dir'])
+    sd, ot = _read_tensors(path)
+    _load_params(modules, sd, path)
+    osd = _opt_state(ot, state['param_groups'])
     try: opt.load_state_dict(osd)
     except (ValueError, KeyError, TypeError) as e:
         raise TrainingError(f'{path}: optimizer state does not fit ({e})') from None
@@ -304,6 +377,7 @@ def rank_and_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
     return int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1))
 
+# %% ../nbs/04_training.ipynb #03d38125
 def is_main() -> bool:
     "True in the process that writes files: rank 0, or the only process."
     return rank_and_world()[0] == 0
@@ -320,6 +394,7 @@ def init_distributed(device='auto', timeout:float=900) -> torch.device:
         dist.init_process_group('nccl' if dev.type == 'cuda' else 'gloo', timeout=timedelta(seconds=timeout))
     return dev
 
+# %% ../nbs/04_training.ipynb #d60d4411
 def close_distributed():
     "Leave the process group, if this process joined one."
     if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
@@ -332,6 +407,7 @@ def all_sum(values:list[float], dev:torch.device) -> list[float]:
     dist.all_reduce(t)
     return t.tolist()
 
+# %% ../nbs/04_training.ipynb #5b63215c
 def barrier():
     "Wait for every process of the job (rank 0 writing files, the others waiting); no-op in one process."
     if rank_and_world()[1] > 1: dist.barrier()
@@ -339,7 +415,7 @@ def barrier():
 # %% ../nbs/04_training.ipynb #d1101d0c
 @torch.no_grad()
 def validate(model:nn.Module, tok:MathTokenizer, task:Task, rows:list[dict]) -> dict:
-    "Validation loss (teacher forcing) and exact match (greedy, graded by `task`), sharded over the processes."
+    "Validation loss (teacher forcing) and exact match (greedy, graded by `task`), sharded over processes."
     rank, world = rank_and_world()
     mine, dev, was = rows[rank::world], next(model.parameters()).device, model.training
     model.eval()
@@ -357,34 +433,36 @@ def validate(model:nn.Module, tok:MathTokenizer, task:Task, rows:list[dict]) -> 
     return dict(val_loss=loss_sum / max(n_tok, 1), val_acc=right / max(len(rows), 1))
 
 # %% ../nbs/04_training.ipynb #cdd21cdb
+def _open_metrics(mf:Path, resume_step:int):
+    "`metrics.jsonl` opened for appending: emptied for a fresh run, cut back to `resume_step` for a resume."
+    mf.parent.mkdir(parents=True, exist_ok=True)
+    if resume_step and mf.exists():
+        rows = read_jsonl(mf, torn_tail=True)
+        keep = [r for r in rows if _is_int(r.get('step')) and r['step'] <= resume_step]
+        atomic_write(mf, ''.join(json.dumps(r) + '\n' for r in keep))
+    elif mf.exists(): mf.unlink()
+    return open(mf, 'a')
+
+# %% ../nbs/04_training.ipynb #7a93e6fc
+def _sink(name:str, out, cfg:TrainConfig):
+    "A function that logs a metrics dict to Weights & Biases or TensorBoard (`ImportError` if not installed)."
+    if name == 'wandb':
+        import wandb
+        run = wandb.init(project='mathnb', config=cfg.to_dict())
+        return lambda d: run.log(d, step=d['step'])
+    from torch.utils.tensorboard import SummaryWriter
+    w = SummaryWriter(str(Path(out)/'tb') if out else None)
+    return lambda d: [w.add_scalar(k, v, d['step']) for k, v in d.items() if k != 'step' and _is_num(v)]
+
+# %% ../nbs/04_training.ipynb #ed9642af
 class Loggers:
     "Append metric dicts to `metrics.jsonl`, and to wandb/TensorBoard if asked for and installed."
     def __init__(self, out:Path|None, cfg:TrainConfig, resume_step:int=0):
         self.f, self.sinks = None, []
-        if out is not None: self.f = self._open(Path(out)/'metrics.jsonl', resume_step)
+        if out is not None: self.f = _open_metrics(Path(out)/'metrics.jsonl', resume_step)
         for name in cfg.log_to:
-            try: self.sinks.append(self._sink(name, out, cfg))
+            try: self.sinks.append(_sink(name, out, cfg))
             except ImportError: warnings.warn(f'{name} is not installed; not logging to it')
-
-    @staticmethod
-    def _open(mf:Path, resume_step:int):
-        mf.parent.mkdir(parents=True, exist_ok=True)
-        if resume_step and mf.exists():
-            keep = [r for r in read_jsonl(mf, torn_tail=True)
-                    if _is_int(r.get('step')) and r['step'] <= resume_step]
-            atomic_write(mf, ''.join(json.dumps(r) + '\n' for r in keep))
-        elif mf.exists(): mf.unlink()
-        return open(mf, 'a')
-
-    @staticmethod
-    def _sink(name, out, cfg):
-        if name == 'wandb':
-            import wandb
-            run = wandb.init(project='mathnb', config=cfg.to_dict())
-            return lambda d: run.log(d, step=d['step'])
-        from torch.utils.tensorboard import SummaryWriter
-        w = SummaryWriter(str(Path(out)/'tb') if out else None)
-        return lambda d: [w.add_scalar(k, v, d['step']) for k, v in d.items() if k != 'step' and _is_num(v)]
 
     def log(self, d:dict):
         if self.f:
@@ -415,10 +493,12 @@ class LossModule(nn.Module):
         return (out[0], dict(out[1])) if isinstance(out, tuple) else (out, {})
 
 # %% ../nbs/04_training.ipynb #b79a2684
-def _slice(batch:dict, parts:int, i:int) -> dict: return {k: v.tensor_split(parts)[i] for k, v in batch.items()}
+def _slice(batch:dict, parts:int, i:int) -> dict:
+    return {k: v.tensor_split(parts)[i] for k, v in batch.items()}
 
+# %% ../nbs/04_training.ipynb #c09aa210
 def forward_backward(net:nn.Module, batch:dict, grad_accum:int, dev, ac_dtype=None, scaler=None):
-    "Loss, extras and gradients of this process's share of one step's global `batch`, as the whole batch gives them."
+    "Loss, extras and gradients of this process's share of one step's `batch`, as the whole batch gives them."
     rank, world = rank_and_world()
     n_tok = max(1, int((batch['labels'] != IGNORE).sum()))
     mine, total, extras = _slice(batch, world, rank), 0.0, {}
@@ -444,6 +524,7 @@ def _dims(model:nn.Module) -> tuple[int, int, int, int]:
     return (get('n_layer', 'num_hidden_layers'), get('n_embd', 'hidden_size'),
             get('n_head', 'num_attention_heads'), get('vocab_size'))
 
+# %% ../nbs/04_training.ipynb #ec514bfa
 def memory_estimate(model:nn.Module, cfg:TrainConfig, T:int, world:int=1) -> dict:
     "Bytes per process for weights, gradients, AdamW state and activations of one micro-batch of `T` tokens."
     ps = list(model.parameters())
@@ -460,6 +541,7 @@ def memory_estimate(model:nn.Module, cfg:TrainConfig, T:int, world:int=1) -> dic
 # %% ../nbs/04_training.ipynb #151b0ec7
 def _mb(n:float) -> str: return f'{n / 2**20:,.1f} MB' if n < 2**30 else f'{n / 2**30:,.2f} GB'
 
+# %% ../nbs/04_training.ipynb #7a6c1660
 def memory_report(est:dict) -> str:
     "One line: the memory estimate of `memory_estimate`."
     parts = ', '.join(f'{k} {_mb(v)}' for k, v in est.items() if k != 'total')
@@ -473,15 +555,18 @@ def flops_per_token(model:nn.Module, T:int) -> float:
         p.numel() for p in model.parameters())
     return 6 * n + 12 * L * d * T
 
+# %% ../nbs/04_training.ipynb #72e3557f
 PEAK_FLOPS = {'H200': 989e12, 'H100': 989e12, 'A100': 312e12, 'L40S': 362e12, 'L4': 121e12, 'A10': 125e12,
               'V100': 125e12, 'T4': 65e12}        # dense bf16/fp16 tensor-core peaks, FLOP/s
 
+# %% ../nbs/04_training.ipynb #8f3cae93
+def _table_peak(name:str) -> float|None: return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+
+# %% ../nbs/04_training.ipynb #2fcb4b2c
 @functools.cache
 def peak_flops(dev:torch.device, n:int=1024, reps:int=4) -> float|None:
     "The device's peak FLOP/s: the table's for a known GPU, measured once with an fp32 matmul on a CPU."
-    if dev.type == 'cuda':
-        name = torch.cuda.get_device_name(dev)
-        return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+    if dev.type == 'cuda': return _table_peak(torch.cuda.get_device_name(dev))
     if dev.type != 'cpu': return None
     a = torch.randn(n, n, generator=torch.Generator().manual_seed(0))     # leaves the global RNG alone
     a @ a
@@ -512,15 +597,18 @@ class Meter:
 class Stopped(TrainingError):
     "This process was told to stop (SIGTERM from torchrun when another process of the job failed)."
 
+# %% ../nbs/04_training.ipynb #c50bf47c
 def _on_sigterm(signum, frame):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)          # stopping already: let the one-line message out
     raise Stopped('stopped by the launcher (SIGTERM)')
 
+# %% ../nbs/04_training.ipynb #723a5ce6
 def _broken(e:Exception, step:int, good:int, ckpt) -> TrainingError:
     "The one-line error of a process whose job broke at `step`."
     rank, world = rank_and_world()
     signal.signal(signal.SIGTERM, signal.SIG_IGN)          # the launcher's SIGTERM must not cut the message
-    where = f'continue from the checkpoint of step {good} in {ckpt} with --resume' if ckpt and good else 'no checkpoint yet'
+    where = (f'continue from the checkpoint of step {good} in {ckpt} with --resume' if ckpt and good
+             else 'no checkpoint yet')
     first = (str(e).strip().splitlines() or [type(e).__name__])[0]
     first = re.sub(r'^\[[^\]]*\]\s*', '', first).split('. ')[0][:120]    # gloo's source location, hints
     return TrainingError(f'rank {rank} of {world}: stopped at step {step}: {first}; '
@@ -545,6 +633,7 @@ def _optimizer_step(opt, cfg:TrainConfig, scaler=None) -> float:
     opt.zero_grad(set_to_none=True)
     return gnorm.item()
 
+# %% ../nbs/04_training.ipynb #1c9768f6
 def _wrap(model:nn.Module, loss_fn, cfg:TrainConfig, dev:torch.device) -> nn.Module:
     "The model and its loss as one module, compiled if asked, in DDP when the job has several processes."
     net = LossModule(model, loss_fn, torch.compile(model) if cfg.compile else None)
@@ -553,27 +642,58 @@ def _wrap(model:nn.Module, loss_fn, cfg:TrainConfig, dev:torch.device) -> nn.Mod
     return DDP(net, device_ids=[dev.index] if dev.type == 'cuda' else None,
                find_unused_parameters=loss_fn is not next_token_loss)
 
+# %% ../nbs/04_training.ipynb #75e6f048
+def _setup(model:nn.Module, loss_fn, cfg:TrainConfig, dev:torch.device) -> tuple[dict, torch.optim.AdamW]:
+    "The modules to train and save (the model, and a loss with parameters) on `dev`, and their optimizer."
+    modules = {'model': model, **({'loss': loss_fn} if isinstance(loss_fn, nn.Module) else {})}
+    for m in modules.values(): m.to(dev).train()
+    set_grad_checkpointing(model, cfg.grad_checkpointing)
+    return modules, make_optimizer([p for m in modules.values() for p in m.parameters()], cfg)
+
+# %% ../nbs/04_training.ipynb #8bdb5e93
+def _precision(cfg:TrainConfig, dev:torch.device) -> tuple:
+    "The autocast dtype of `cfg.dtype` on `dev`, and a gradient scaler where it is fp16."
+    ac_dtype = _autocast_dtype(cfg, dev)
+    return ac_dtype, torch.amp.GradScaler('cuda') if ac_dtype == torch.float16 else None
+
+# %% ../nbs/04_training.ipynb #145ff663
+def _validation(model:nn.Module, data:DataSource, cfg:TrainConfig, world:int) -> tuple[dict, str|None]:
+    "Validation numbers to log, and `'target'` once exact match reaches `cfg.target_acc`."
+    v = validate(model, data.tok, data.task, data.val) | dict(val_processes=world)
+    return v, 'target' if cfg.target_acc and v['val_acc'] >= cfg.target_acc else None
+
+# %% ../nbs/04_training.ipynb #1bd126be
+def _kept(good:int, ckpt) -> str:
+    return f'; the last good checkpoint (step {good}) is kept in {ckpt}' if ckpt and good else ''
+
+# %% ../nbs/04_training.ipynb #ec254acb
+def _checkpoint(ckpt:Path, modules:dict, opt, step:int, cfg:TrainConfig, extra:dict, good:int,
+                main:bool) -> int:
+    "Rank 0 saves the checkpoint of `step` while the others wait; `step` is then the last good checkpoint."
+    try:
+        if main: save_checkpoint(ckpt, modules, opt, step, cfg, extra)
+    except TrainingError as e: raise TrainingError(f'{e}; stopped' + _kept(good, ckpt)) from None
+    barrier()
+    return step
+
 # %% ../nbs/04_training.ipynb #624d94b2
 def train(model:nn.Module, data:DataSource, cfg:TrainConfig, out=None, resume:bool=False, loss_fn=None,
           callback=None) -> dict:
     "Train `model` on `data` with `loss_fn(model, batch)`, data-parallel under torchrun; return a summary."
     dev, loss_fn = init_distributed(cfg.device, cfg.dist_timeout), loss_fn or next_token_loss
     rank, world = rank_and_world()
-    if cfg.batch_size < world: raise ConfigError(f'batch_size={cfg.batch_size} is below the {world} processes')
-    modules = {'model': model, **({'loss': loss_fn} if isinstance(loss_fn, nn.Module) else {})}
-    for m in modules.values(): m.to(dev).train()
-    set_grad_checkpointing(model, cfg.grad_checkpointing)
-    opt = make_optimizer([p for m in modules.values() for p in m.parameters()], cfg)
-    ac_dtype = _autocast_dtype(cfg, dev)
-    scaler = torch.amp.GradScaler('cuda') if ac_dtype == torch.float16 else None
+    if cfg.batch_size < world:
+        raise ConfigError(f'batch_size={cfg.batch_size} is below the {world} processes')
+    modules, opt = _setup(model, loss_fn, cfg, dev)
+    ac_dtype, scaler = _precision(cfg, dev)
     ckpt = Path(out)/'checkpoint' if out is not None else None
     if resume and ckpt is None: raise TrainingError('nothing to resume: no output folder given')
     main, sigterm = is_main(), signal.getsignal(signal.SIGTERM)
     with torch.random.fork_rng(devices=[dev] if dev.type == 'cuda' else []):
         torch.manual_seed(cfg.seed)
         st = load_checkpoint(ckpt, modules, opt) if resume else {}
-        net, step, last, tokens = _wrap(model, loss_fn, cfg, dev), st.get('step', 0), st.get('last_val', {}), \
-            st.get('tokens', 0)
+        net = _wrap(model, loss_fn, cfg, dev)
+        step, last, tokens = st.get('step', 0), st.get('last_val', {}), st.get('tokens', 0)
         t0, good, stop, meter = time.time() - st.get('train_time', 0.0), st.get('step', 0), None, None
         log = Loggers(out if main else None, cfg if main else replace(cfg, log_to=()), step)
         bar = tqdm(total=cfg.steps, initial=step, disable=not (cfg.progress and main), desc='train',
@@ -587,9 +707,7 @@ def train(model:nn.Module, data:DataSource, cfg:TrainConfig, out=None, resume:bo
                 b = data.batch(step, cfg.batch_size * cfg.grad_accum)
                 loss, extras = forward_backward(net, b, cfg.grad_accum, dev, ac_dtype, scaler)
                 if not math.isfinite(loss):
-                    raise TrainingError(f'loss became {loss} at step {step}; stopped' +
-                                        (f'; the last good checkpoint (step {good}) is kept in {ckpt}'
-                                         if ckpt and good else ''))
+                    raise TrainingError(f'loss became {loss} at step {step}; stopped' + _kept(good, ckpt))
                 gnorm = _optimizer_step(opt, cfg, scaler)
                 step += 1
                 tokens += int((b['labels'] != IGNORE).sum())
@@ -598,9 +716,9 @@ def train(model:nn.Module, data:DataSource, cfg:TrainConfig, out=None, resume:bo
                            **extras)
                 if step % cfg.log_every == 0: rec |= meter.read()
                 if (step % cfg.eval_every == 0 or step == cfg.steps) and data.val:
-                    rec |= validate(model, data.tok, data.task, data.val) | dict(val_processes=world)
+                    v, stop = _validation(model, data, cfg, world)
+                    rec |= v
                     last = {k: rec[k] for k in ('val_loss', 'val_acc')}
-                    if cfg.target_acc and rec['val_acc'] >= cfg.target_acc: stop = 'target'
                 if step % cfg.log_every == 0 or 'val_loss' in rec or stop: log.log(rec)
                 bar.update(1)
                 bar.set_postfix(loss=f'{loss:.4f}',
@@ -608,14 +726,7 @@ def train(model:nn.Module, data:DataSource, cfg:TrainConfig, out=None, resume:bo
                 if ckpt and (step % cfg.ckpt_every == 0 or step == cfg.steps or stop):
                     extra = dict(last_val=last, train_time=round(time.time() - t0, 3), tokens=tokens,
                                  stopped=stop, processes=world)
-                    try:
-                        if main: save_checkpoint(ckpt, modules, opt, step, cfg, extra)
-                    except TrainingError as e:
-                        raise TrainingError(f'{e}; stopped' +
-                                            (f'; the last good checkpoint (step {good}) is kept in {ckpt}'
-                                             if good else '')) from None
-                    barrier()
-                    good = step
+                    good = _checkpoint(ckpt, modules, opt, step, cfg, extra, good, main)
                 if 'val_loss' in rec or step == good: meter.restart()
                 if callback: callback(step, rec)
                 if stop: break
@@ -635,6 +746,7 @@ def read_metrics(path) -> list[dict]:
     path = Path(path)
     return read_jsonl(path/'metrics.jsonl' if path.is_dir() else path, torn_tail=True)
 
+# %% ../nbs/04_training.ipynb #460bf6bd
 def plot_loss(metrics, ax=None, label=None):
     "Training (and validation) loss against step, log scale."
     import matplotlib.pyplot as plt
@@ -658,6 +770,7 @@ def plot_accuracy(metrics, ax=None, label=None):
     if label: ax.legend()
     return ax
 
+# %% ../nbs/04_training.ipynb #18d5e17c
 def save_curves(model_dir, dpi:int=80) -> list[Path]:
     "Write `figures/loss.png` and `figures/accuracy.png` into a model directory from its `metrics.jsonl`."
     import matplotlib.pyplot as plt
@@ -699,37 +812,51 @@ TRAIN_PRESETS = {
 # %% ../nbs/04_training.ipynb #58d5dfd3
 def _kind(p:dict) -> str: return p['task'].get('kind', 'arithmetic')
 
+# %% ../nbs/04_training.ipynb #ba4c8be8
 def preset_for(kind:str) -> str|None:
     "The preset that trains task kind `kind` by default: the one named so, else the first of that kind."
     task_class(kind)                                    # an unknown kind is a clear error
     if kind in TRAIN_PRESETS: return kind
     return next((n for n, p in TRAIN_PRESETS.items() if _kind(p) == kind), None)
 
+# %% ../nbs/04_training.ipynb #a1b06436
 def task_fields(kind:str) -> set[str]:
     "The settings a task of kind `kind` takes (its constructor's arguments)."
     ps = inspect.signature(task_class(kind).__init__).parameters
     return {n for n in ps if n != 'self'} | ({'format'} if kind == 'arithmetic' else set())
 
-# %% ../nbs/04_training.ipynb #c8db4e64
-def preset_parts(name:str|None='add3-cot', kind:str|None=None, **overrides) -> tuple[Task, GPTConfig, TrainConfig]:
-    "The task, model config and `TrainConfig` of preset `name` (or of task `kind`), with `overrides` sent where they belong."
+# %% ../nbs/04_training.ipynb #9fbaa2b7
+def _preset(name:str|None, kind:str|None) -> dict:
+    "Preset `name` (by default `kind`'s own; a bare one for a kind without a preset), checked against `kind`."
     if name is None: name = preset_for(kind or 'arithmetic')
     if name is not None and name not in TRAIN_PRESETS:
         raise ConfigError(f'unknown preset {name!r}: choose from {", ".join(TRAIN_PRESETS)}')
     p = TRAIN_PRESETS[name] if name else dict(task=dict(kind=kind))
     if kind and _kind(p) != kind: raise ConfigError(f'preset {name!r} trains {_kind(p)} tasks, not {kind}')
-    kind = _kind(p)
+    return p
+
+# %% ../nbs/04_training.ipynb #2d26e4b1
+def _split_overrides(kind:str, overrides:dict) -> tuple[dict, dict, dict]:
+    "`overrides` sorted into task, `GPTConfig` and `TrainConfig` fields; any other name is a `ConfigError`."
     tf, mf, kf = {f.name for f in fields(TrainConfig)}, {f.name for f in fields(GPTConfig)}, task_fields(kind)
     if bad := sorted(set(overrides) - tf - mf - kf - {'model'}):
         raise ConfigError(f'unknown option(s) {bad}: not a {kind} task, TrainConfig or GPTConfig field')
-    task = task_from_dict({**p['task'], 'kind': kind, **{k: v for k, v in overrides.items() if k in kf}})
+    return tuple({k: v for k, v in overrides.items() if k in names} for names in (kf, mf, tf))
+
+# %% ../nbs/04_training.ipynb #c8db4e64
+def preset_parts(name:str|None='add3-cot', kind:str|None=None,
+                 **overrides) -> tuple[Task, GPTConfig, TrainConfig]:
+    "The task, model config and `TrainConfig` of preset `name` (or of task `kind`), with `overrides` applied."
+    p = _preset(name, kind)
+    kind = _kind(p)
+    task_o, model_o, train_o = _split_overrides(kind, overrides)
+    task = task_from_dict({**p['task'], 'kind': kind, **task_o})
     preset = overrides.get('model', p.get('model', 'tiny'))
     if preset not in MODEL_PRESETS:
         raise ConfigError(f'unknown model preset {preset!r}: choose from {", ".join(MODEL_PRESETS)}')
-    mo = {**p.get('model_overrides', {}), **{k: v for k, v in overrides.items() if k in mf}}
     vocab = task.tokenizer_spec.get('vocab_size') or CharTokenizer().vocab_size
-    return task, get_config(preset, vocab, **mo), TrainConfig(**{**p.get('train', {}),
-                                                                 **{k: v for k, v in overrides.items() if k in tf}})
+    mc = get_config(preset, vocab, **{**p.get('model_overrides', {}), **model_o})
+    return task, mc, TrainConfig(**{**p.get('train', {}), **train_o})
 
 # %% ../nbs/04_training.ipynb #0a487830
 def task_tokenizer(task:Task, seed:int=0, path=None) -> MathTokenizer:
@@ -739,8 +866,10 @@ def task_tokenizer(task:Task, seed:int=0, path=None) -> MathTokenizer:
     if spec.get('kind', 'char') == 'char': return CharTokenizer()
     rng = _rng('tokenizer', seed)
     rows = [task.sample(rng) for _ in range(spec.get('n_texts', 3000))]
-    return BPETokenizer.train([r['prompt'] + (task.target_of(r) or '') for r in rows], spec.get('vocab_size', 1024))
+    texts = [r['prompt'] + (task.target_of(r) or '') for r in rows]
+    return BPETokenizer.train(texts, spec.get('vocab_size', 1024))
 
+# %% ../nbs/04_training.ipynb #13256937
 def _run_tokenizer(task:Task, cfg:TrainConfig, out:Path, resume:bool, path=None) -> MathTokenizer:
     "A resumed run's own tokenizer (char for runs older than the file), else a fresh run's."
     if not resume: return task_tokenizer(task, cfg.seed, path)
@@ -754,15 +883,17 @@ def _fits(task:Task, tok, cfg:GPTConfig, rows:list[dict]):
     if need > cfg.block_size:
         raise ConfigError(f'block_size={cfg.block_size} is too small: the task needs {need} tokens')
 
+# %% ../nbs/04_training.ipynb #46063ccd
+def has_checkpoint(out) -> bool:
+    "Whether run folder `out` holds a checkpoint (or the old half of an interrupted checkpoint swap)."
+    return (Path(out)/'checkpoint').exists() or (Path(out)/'checkpoint.old').exists()
+
+# %% ../nbs/04_training.ipynb #eac2f469
 def _clear_run(out:Path):
     "Remove a previous run's checkpoint and metrics from `out` (for `--overwrite`)."
     for name in ('checkpoint', 'checkpoint.old', 'checkpoint.tmp'):
         shutil.rmtree(out/name, ignore_errors=True)
     (out/'metrics.jsonl').unlink(missing_ok=True)
-
-def has_checkpoint(out) -> bool:
-    "Whether run folder `out` holds a checkpoint (or the old half of an interrupted checkpoint swap)."
-    return (Path(out)/'checkpoint').exists() or (Path(out)/'checkpoint.old').exists()
 
 # %% ../nbs/04_training.ipynb #34681f10
 def _start_run(out:Path, data, tok, run:dict, overwrite:bool, resume:bool):
@@ -791,33 +922,49 @@ def _finish_run(model, tok, task:Task, data, out:Path, info:dict, save, t_start:
     barrier()
     return res
 
+# %% ../nbs/04_training.ipynb #d4e5b51b
+def _check_start(out:Path, resume:bool, overwrite:bool):
+    "Refuse to resume without a checkpoint, and to start over one without `--overwrite`."
+    if resume and not has_checkpoint(out): raise TrainingError(f'nothing to resume: no checkpoint in {out}')
+    if has_checkpoint(out) and not (resume or overwrite):
+        raise UserError(f'{out} holds a checkpoint: add --resume to continue it, '
+                        'or --overwrite to start again')
+
+# %% ../nbs/04_training.ipynb #39959a71
+def _new_model(task:Task, tok, model_cfg:GPTConfig, cfg:TrainConfig, data) -> tuple[GPT, GPTConfig]:
+    "A fresh GPT for `tok`'s vocabulary, seeded with `cfg.seed`, once the task's longest rows fit it."
+    model_cfg = replace(model_cfg, vocab_size=tok.vocab_size)
+    _fits(task, tok, model_cfg, data.val + getattr(data, 'test', []) + data.rows(0, 256))
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed)
+        return GPT(model_cfg), model_cfg
+
+# %% ../nbs/04_training.ipynb #075e296a
+def _announce(log, model:nn.Module, task:Task, cfg:TrainConfig, data, T:int):
+    "Rank 0 says what is about to train, on what, and how much memory each process will need."
+    if not is_main(): return
+    world = rank_and_world()[1]
+    log(f'model: {sum(p.numel() for p in model.parameters()):,} parameters; task: {task!r}; '
+        f'{cfg.n_train or "fresh"} training rows, {len(data.val)} val, {len(getattr(data, "test", []))} '
+        f'test (never trained on); {world} process(es)')
+    log(memory_report(memory_estimate(model, cfg, T, world)))
+
 # %% ../nbs/04_training.ipynb #be83e76c
 def run_training(task:Task, model_cfg:GPTConfig, cfg:TrainConfig, out, exclude=(), resume:bool=False,
                  overwrite:bool=False, preset:str|None=None, log=print, model=None, loss_fn=None,
                  meta:dict|None=None, save=None, data=None, tok=None, tokenizer=None) -> dict|None:
     "Make data, train (or resume), save model directory `out`, evaluate its test split; return the summary."
     out, t_start = check_out_dir(out), time.time()
-    if resume and not has_checkpoint(out): raise TrainingError(f'nothing to resume: no checkpoint in {out}')
-    if has_checkpoint(out) and not (resume or overwrite):
-        raise UserError(f'{out} holds a checkpoint: add --resume to continue it, or --overwrite to start again')
+    _check_start(out, resume, overwrite)
     init_distributed(cfg.device, cfg.dist_timeout)
     if tok is None: tok = _run_tokenizer(task, cfg, out, resume, tokenizer)
     data = data or TaskData.from_config(task, tok, cfg, read_prompts(exclude))
-    if model is None:
-        model_cfg = replace(model_cfg, vocab_size=tok.vocab_size)
-        _fits(task, tok, model_cfg, data.val + getattr(data, 'test', []) + data.rows(0, 256))
-        with torch.random.fork_rng():
-            torch.manual_seed(cfg.seed)
-            model = GPT(model_cfg)
+    if model is None: model, model_cfg = _new_model(task, tok, model_cfg, cfg, data)
     run = dict(preset=preset, task=task.to_dict(), model=asdict(model_cfg), train=cfg.to_dict(),
                exclude=[str(e) for e in exclude])
     _start_run(out, data, tok, run, overwrite, resume)
     T = data.batch(0, min(cfg.batch_size, 256))['input_ids'].shape[1]
-    if is_main():
-        log(f'model: {sum(p.numel() for p in model.parameters()):,} parameters; task: {task!r}; '
-            f'{cfg.n_train or "fresh"} training rows, {len(data.val)} val, {len(getattr(data, "test", []))} '
-            f'test (never trained on); {rank_and_world()[1]} process(es)')
-        log(memory_report(memory_estimate(model, cfg, T, rank_and_world()[1])))
+    _announce(log, model, task, cfg, data, T)
     summary = train(model, data, cfg, out=out, resume=resume, loss_fn=loss_fn)
     info = dict(task=task.to_dict(), train=cfg.to_dict(), preset=preset, summary=summary, **(meta or {}))
     return _finish_run(model, tok, task, data, out, info, save, t_start)
@@ -833,10 +980,9 @@ def parse_set(items) -> dict:
         except (ValueError, RecursionError): out[k.strip()] = v
     return out
 
-# %% ../nbs/04_training.ipynb #3376427d
-def resume_parts(out:Path, steps:int|None=None) -> tuple:
-    "Task, model config, `TrainConfig`, preset and exclusions of the run in `out`, to resume it."
-    st = read_checkpoint_state(Path(out)/'checkpoint')
+# %% ../nbs/04_training.ipynb #8553a1be
+def _read_run(out:Path) -> tuple:
+    "Task, model config, preset and exclusions from the `run.json` of run folder `out`."
     f = Path(out)/'run.json'
     if not f.exists(): raise TrainingError(f'{f}: missing; cannot resume')
     run = load_json(f, 'run file')
@@ -845,11 +991,22 @@ def resume_parts(out:Path, steps:int|None=None) -> tuple:
         excl = [str(x) for x in run.get('exclude', [])]
     except (KeyError, TypeError, UserError) as e:
         raise TrainingError(f'{f}: damaged ({e}); cannot resume') from None
-    cfg = TrainConfig.from_dict(st['config'])
-    if steps is not None and steps != cfg.steps:
-        if steps < st['step']: raise UserError(f'--steps {steps}: the run is already at step {st["step"]}')
-        cfg = replace(cfg, steps=steps, decay_steps=cfg.decay_steps or cfg.steps)
-    return task, mc, cfg, run.get('preset'), excl
+    return task, mc, run.get('preset'), excl
+
+# %% ../nbs/04_training.ipynb #1e10052c
+def _extended(cfg:TrainConfig, steps:int|None, at:int) -> TrainConfig:
+    "`cfg` run to `steps` (the decay ends where it did: the extra steps run at `min_lr`), if not below `at`."
+    if steps is None or steps == cfg.steps: return cfg
+    if steps < at: raise UserError(f'--steps {steps}: the run is already at step {at}')
+    return replace(cfg, steps=steps, decay_steps=cfg.decay_steps or cfg.steps)
+
+# %% ../nbs/04_training.ipynb #3376427d
+def resume_parts(out:Path, steps:int|None=None) -> tuple:
+    "Task, model config, `TrainConfig`, preset and exclusions of the run in `out`, to resume it."
+    st = read_checkpoint_state(Path(out)/'checkpoint')
+    task, mc, preset, excl = _read_run(out)
+    cfg = _extended(TrainConfig.from_dict(st['config']), steps, st['step'])
+    return task, mc, cfg, preset, excl
 
 # %% ../nbs/04_training.ipynb #b788b0d7
 def run_summary(res:dict, out, hint:str|None=None) -> str:
@@ -862,9 +1019,10 @@ def run_summary(res:dict, out, hint:str|None=None) -> str:
 
 # %% ../nbs/04_training.ipynb #13889706
 def _restarted(out:Path) -> bool:
-    "True in a process that torchrun restarted (`--max-restarts`) after a failure, with a checkpoint to resume."
+    "True in a process that torchrun restarted (`--max-restarts`) with a checkpoint to resume."
     return int(os.environ.get('TORCHELASTIC_RESTART_COUNT', 0)) > 0 and has_checkpoint(out)
 
+# %% ../nbs/04_training.ipynb #8327c3b3
 def _resume(out:Path, steps, device, quiet:bool, given:dict, exclude, tokenizer) -> tuple:
     "Resume the run in `out` with its own settings (only --steps, --device and --quiet apply)."
     if (given or exclude or tokenizer) and not _restarted(out):
@@ -876,10 +1034,17 @@ def _resume(out:Path, steps, device, quiet:bool, given:dict, exclude, tokenizer)
     cfg = replace(cfg, progress=not quiet, **({'device': device} if device else {}))
     return task, mc, cfg, preset, excl
 
+# %% ../nbs/04_training.ipynb #46020497
+def _given(set_items, **flags) -> dict:
+    "The settings given on the command line: the flags that were set, then the `--set key=value` ones."
+    return {k: v for k, v in flags.items() if v is not None} | parse_set(set_items)
+
+# %% ../nbs/04_training.ipynb #6276865a
 def _solve_hint(task:Task, out) -> str:
     example = '658+189=' if task.kind == 'arithmetic' else 'Ann has 3 bags of 4 eggs. How many eggs?'
     return f'mathnb-solve --model {out} "{example}"'
 
+# %% ../nbs/04_training.ipynb #1f7fc5a4
 @call_parse
 def mathnb_train(
     preset:str=None,             # training preset (see TRAIN_PRESETS; default add3-cot, or the --task's own)
@@ -901,8 +1066,8 @@ def mathnb_train(
     quiet:bool=False,            # no progress bar
 ):
     "Train a model on any registered task (one process, or several under torchrun) and evaluate it."
-    given = dict(seed=seed, target_acc=target_acc, n_train=n_train, batch_size=batch_size, lr=lr, model=model)
-    given = {k: v for k, v in given.items() if v is not None} | parse_set(set)
+    given = _given(set, seed=seed, target_acc=target_acc, n_train=n_train, batch_size=batch_size, lr=lr,
+                   model=model)
     if preset is None: preset = 'add3-cot' if task is None else preset_for(task)
     out = check_out_dir(out or f'runs/{preset or task}')
     restart = _restarted(out)
@@ -917,4 +1082,5 @@ def mathnb_train(
     if res is not None: print(run_summary(res, out, _solve_hint(t, out)))
     return res
 
+# %% ../nbs/04_training.ipynb #a07f7732
 def mathnb_train_cli(): run_cli(mathnb_train, 'mathnb-train')
