@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import torch
 import ipywidgets as widgets
-from fastcore.basics import patch
 from fastcore.script import call_parse
 import mathnb
 from .core import UserError, run_cli
@@ -18,10 +17,12 @@ from .model import GPT, load_model, resolve_model_dir
 from .data import Task, ArithmeticTask, DataSpecError, calc, CalcError, load_task
 
 # %% auto #0
-__all__ = ['InputError', 'pose', 'check_marks', 'Step', 'step_note', 'Solution', 'covering', 'read_steps', 'answer_span',
-           'check_completion', 'Solver', 'user_text', 'prob_color', 'confidence_html', 'figure_png', 'step_attention',
-           'attention_figure', 'steps_html', 'answer_html', 'SolverApp', 'read_line', 'chat', 'mathnb_chat',
-           'mathnb_chat_cli', 'AppError', 'app_notebook', 'kernel_dir', 'voila_command', 'mathnb_app', 'mathnb_app_cli']
+__all__ = ['InputError', 'pose', 'check_marks', 'Step', 'step_note', 'step_line', 'answer_verdict', 'Solution', 'covering',
+           'read_steps', 'answer_span', 'check_completion', 'pose_batch', 'generate_completions', 'Solver', 'user_text',
+           'prob_color', 'confidence_html', 'attention_pattern', 'figure_png', 'step_attention', 'attention_figure',
+           'steps_html', 'answer_html', 'problem_controls', 'generation_sliders', 'attention_selects', 'legend_html',
+           'figure_output', 'SolverApp', 'read_line', 'chat', 'mathnb_chat', 'mathnb_chat_cli', 'AppError',
+           'app_notebook', 'kernel_dir', 'voila_command', 'mathnb_app', 'mathnb_app_cli']
 
 # %% ../nbs/08_solver.ipynb #e5eb5987
 class InputError(UserError):
@@ -74,6 +75,28 @@ def step_note(text:str, check:str, reference:list[str]|None=None, i:int=0) -> st
     if i >= len(reference): return 'a correct solution has no step here'
     return '' if text == reference[i] else f'a correct solution writes {reference[i]} here'
 
+# %% ../nbs/08_solver.ipynb #243f4f58
+def _claim(prompt:str, expected:str) -> str:
+    "The reference answer in words: `658+189 = 847` for a short equation, else `the answer is 847`."
+    p = prompt.strip()
+    return f'{p[:-1]} = {expected}' if p.endswith('=') and len(p) <= 40 else f'the answer is {expected}'
+
+# %% ../nbs/08_solver.ipynb #f6bab3cc
+def step_line(i:int, step:Step, width:int, marks:dict|None=None) -> str:
+    "Line `i` (from 0) of a report: the step's text padded to `width`, its check, its confidence, its note."
+    m = marks or check_marks()
+    note = f'  {step.note}' if step.note else ''
+    return f'  step {i+1:<2} {step.text:<{width}}  {m[step.check]}  p={step.confidence:.2f}{note}'
+
+# %% ../nbs/08_solver.ipynb #fa9cb244
+def answer_verdict(prompt:str, answer:str, grade:dict, marks:dict|None=None) -> str:
+    "One line on `answer` as the task graded it: correct, wrong or missing, with the reference answer."
+    m, claim = marks or check_marks(), _claim(prompt, str(grade.get('expected')))
+    if not answer: return f'{m["wrong"]} no answer: {claim}'
+    v = f'{m["ok"]} correct' if grade.get('correct') else f'{m["wrong"]} wrong'
+    lost = ' (the answer does not follow from its steps)' if grade.get('follows_cot') is False else ''
+    return f'{v}: {claim}{lost}'
+
 # %% ../nbs/08_solver.ipynb #7e3a1ad2
 @dataclass
 class Solution:
@@ -97,48 +120,31 @@ class Solution:
     finished = property(lambda self: '<end>' in self.tokens)
     steps_ok = property(lambda self: all(s.check != 'wrong' and not s.note for s in self.steps or []))
 
-# %% ../nbs/08_solver.ipynb #1ff5fdc2
-@patch
-def parts(self:Solution) -> list[tuple[str, range]]:
-    "(label, token indices) of each step and of the answer: what the attention view can show."
-    ps = [(f'step {i+1}: {s.text}', s.tokens) for i, s in enumerate(self.steps or [])]
-    if len(self.answer_tokens): ps.append((f'answer: {self.answer or "(none)"}', self.answer_tokens))
-    return ps
+    def parts(self) -> list[tuple[str, range]]:
+        "(label, token indices) of each step and of the answer: what the attention view can show."
+        ps = [(f'step {i+1}: {s.text}', s.tokens) for i, s in enumerate(self.steps or [])]
+        if len(self.answer_tokens): ps.append((f'answer: {self.answer or "(none)"}', self.answer_tokens))
+        return ps
 
-# %% ../nbs/08_solver.ipynb #243f4f58
-def _claim(prompt:str, expected:str) -> str:
-    "The reference answer in words: `658+189 = 847` for a short equation, else `the answer is 847`."
-    p = prompt.strip()
-    return f'{p[:-1]} = {expected}' if p.endswith('=') and len(p) <= 40 else f'the answer is {expected}'
+    def verdict(self, marks:dict|None=None) -> str:
+        "One line on the final answer: checked against the reference answer, or that there is none."
+        if self.error: return self.error
+        m = marks or check_marks()
+        cut = '' if self.finished else f' (stopped after {len(self.tokens)} tokens; allow more)'
+        if not self.grade: return f'{m["unknown"]} no reference answer to check against{cut}'
+        return answer_verdict(self.prompt, self.answer, self.grade, m) + ('' if self.answer else cut)
 
-# %% ../nbs/08_solver.ipynb #232e9a5d
-@patch
-def verdict(self:Solution, marks:dict|None=None) -> str:
-    "One line on the final answer: checked against the reference answer, or that there is none."
-    if self.error: return self.error
-    m = marks or check_marks()
-    cut = '' if self.finished else f' (stopped after {len(self.tokens)} tokens; allow more)'
-    if not self.grade: return f'{m["unknown"]} no reference answer to check against{cut}'
-    if not self.answer: return f'{m["wrong"]} no answer: {_claim(self.prompt, self.expected)}{cut}'
-    v = f'{m["ok"]} correct' if self.correct else f'{m["wrong"]} wrong'
-    lost = ' (the answer does not follow from its steps)' if self.grade.get('follows_cot') is False else ''
-    return f'{v}: {_claim(self.prompt, self.expected)}{lost}'
-
-# %% ../nbs/08_solver.ipynb #0711b396
-@patch
-def report(self:Solution, marks:dict|None=None) -> str:
-    "The solution as text: prompt and completion, each step with its check, the answer with its check."
-    if self.error: return self.error
-    m = marks or check_marks()
-    w = max([len(s.text) for s in self.steps or []] + [len(self.answer), 6])
-    lines = [self.prompt + self.completion]
-    for i, s in enumerate(self.steps or []):
-        note = f'  {s.note}' if s.note else ''
-        lines.append(f'  step {i+1:<2} {s.text:<{w}}  {m[s.check]}  p={s.confidence:.2f}{note}')
-    if not self.steps: lines.append('  (no steps found)')
-    lines.append(f'  answer  {self.answer or "(none)":<{w}}  {self.verdict(m)}')
-    if self.note: lines.append(f'  note: {self.note}')
-    return '\n'.join(lines)
+    def report(self, marks:dict|None=None) -> str:
+        "The solution as text: prompt and completion, each step with its check, the answer with its check."
+        if self.error: return self.error
+        m = marks or check_marks()
+        w = max([len(s.text) for s in self.steps or []] + [len(self.answer), 6])
+        lines = [self.prompt + self.completion]
+        lines += [step_line(i, s, w, m) for i, s in enumerate(self.steps or [])]
+        if not self.steps: lines.append('  (no steps found)')
+        lines.append(f'  answer  {self.answer or "(none)":<{w}}  {self.verdict(m)}')
+        if self.note: lines.append(f'  note: {self.note}')
+        return '\n'.join(lines)
 
 # %% ../nbs/08_solver.ipynb #96c9fa61
 def covering(tokens:list[str], start:int, end:int) -> range:
@@ -187,6 +193,27 @@ def check_completion(text:str, row:dict, ids:list[int], probs:list[float], tok:M
     return Solution(str(text), row, list(ids), tokens, list(probs), None if found is None else steps, answer,
                     answer_span(tokens, answer, after), g if known else {})
 
+# %% ../nbs/08_solver.ipynb #396f300e
+def pose_batch(problems:list, task:Task, tok:MathTokenizer, block_size:int|None=None) -> tuple[list, list]:
+    "Pose each of `problems`: a `Solution` with `error` for each that cannot be, (index, row) for the rest."
+    sols, todo = [], []
+    for q in problems:
+        try: todo.append((len(sols), pose(q, task, tok, block_size)))
+        except InputError as e: sols.append(Solution(str(q), error=str(e)))
+        else: sols.append(None)
+    return sols, todo
+
+# %% ../nbs/08_solver.ipynb #7a025b5a
+def generate_completions(model:GPT, tok:MathTokenizer, prompts:list[list[int]], temperature:float=0.0,
+                         max_new_tokens:int|None=None, top_k:int|None=None, seed:int|None=None):
+    "Generated ids and the probability of each, for each prompt in `prompts`; at most what fits the context."
+    room = model.config.block_size - max(map(len, prompts))
+    dev = model.lm_head.weight.device
+    gen = torch.Generator(dev).manual_seed(seed) if seed is not None else None
+    n = max(1, min(max_new_tokens or room, room))
+    return model.generate(prompts, n, end_id=tok.end_id, pad_id=tok.pad_id, temperature=temperature,
+                          top_k=top_k, return_probs=True, generator=gen)
+
 # %% ../nbs/08_solver.ipynb #3c931bf3
 class Solver:
     "A model and its task: solve what a person types, check every step and the final answer the task's way."
@@ -209,42 +236,35 @@ class Solver:
         try: return self.task.sample(rng)
         except NotImplementedError: return None
 
+    def solve_batch(self, problems:list, temperature:float=0.0, max_new_tokens:int|None=None,
+                    top_k:int|None=None, seed:int|None=None) -> list[Solution]:
+        "Checked solutions of `problems` (texts or rows) from one batched generation; bad ones get `error`."
+        sols, todo = pose_batch(problems, self.task, self.tok, self.block_size)
+        if not todo: return sols
+        ids = [self.tok.encode(row['prompt']) for _, row in todo]
+        outs, probs = generate_completions(self.model, self.tok, ids, temperature, max_new_tokens, top_k,
+                                           seed)
+        for (i, row), o, pr in zip(todo, outs, probs):
+            text = problems[i] if isinstance(problems[i], str) else row['prompt']
+            sols[i] = check_completion(text, row, o, pr, self.tok, self.task)
+            sols[i].note = self.task.outside(row)
+        return sols
+
+    def solve(self, problem, **kw) -> Solution:
+        "The checked `Solution` of one problem (`InputError` if it cannot be posed); `kw` as `solve_batch`."
+        sol = self.solve_batch([problem], **kw)[0]
+        if sol.error: raise InputError(sol.error)
+        return sol
+
+    def attention(self, sol:Solution) -> tuple[torch.Tensor, list[str]]:
+        "Attention probabilities (n_layer, n_head, T, T) reading `sol`'s prompt and completion; the T tokens."
+        ids = (self.tok.encode(sol.prompt) + sol.ids)[:-1]          # the last token is written, never read
+        return attention_pattern(self.model, ids), [self.tok.decode([i]) for i in ids]
+
 # %% ../nbs/08_solver.ipynb #96ad3135
 def user_text(row:dict|None) -> str:
     "What a person types for `row`: its `question` (word problems), else its prompt; '' for no row."
     return '' if row is None else row.get('question') or row['prompt']
-
-# %% ../nbs/08_solver.ipynb #6128cdec
-@patch
-def solve_batch(self:Solver, problems:list, temperature:float=0.0, max_new_tokens:int|None=None,
-                top_k:int|None=None, seed:int|None=None) -> list[Solution]:
-    "Checked solutions of `problems` (texts or rows) from one batched generation; bad ones get `error`."
-    sols, todo = [], []
-    for q in problems:
-        try: todo.append((len(sols), pose(q, self.task, self.tok, self.block_size)))
-        except InputError as e: sols.append(Solution(str(q), error=str(e)))
-        else: sols.append(None)
-    if not todo: return sols
-    ids = [self.tok.encode(row['prompt']) for _, row in todo]
-    room = self.block_size - max(map(len, ids))
-    dev = self.model.lm_head.weight.device
-    gen = torch.Generator(dev).manual_seed(seed) if seed is not None else None
-    outs, probs = self.model.generate(ids, max(1, min(max_new_tokens or room, room)), end_id=self.tok.end_id,
-                                      pad_id=self.tok.pad_id, temperature=temperature, top_k=top_k,
-                                      return_probs=True, generator=gen)
-    for (i, row), o, pr in zip(todo, outs, probs):
-        text = problems[i] if isinstance(problems[i], str) else row['prompt']
-        sols[i] = check_completion(text, row, o, pr, self.tok, self.task)
-        sols[i].note = self.task.outside(row)
-    return sols
-
-# %% ../nbs/08_solver.ipynb #ad08dee4
-@patch
-def solve(self:Solver, problem, **kw) -> Solution:
-    "The checked `Solution` of one problem (`InputError` if it cannot be posed); `kw` as for `solve_batch`."
-    sol = self.solve_batch([problem], **kw)[0]
-    if sol.error: raise InputError(sol.error)
-    return sol
 
 # %% ../nbs/08_solver.ipynb #e50bee21
 def prob_color(p:float) -> str:
@@ -266,19 +286,17 @@ def confidence_html(sol:Solution) -> str:
     return (f'<div class="mathnb-confidence" style="font-family:monospace;font-size:15px;line-height:2">'
             f'<span style="color:#555">{html.escape(sol.prompt)}</span>{body}</div>')
 
-# %% ../nbs/08_solver.ipynb #6662d9ff
-@patch
-def attention(self:Solver, sol:Solution) -> tuple[torch.Tensor, list[str]]:
-    "Attention probabilities (n_layer, n_head, T, T) reading `sol`'s prompt and completion; the T tokens."
-    ids = (self.tok.encode(sol.prompt) + sol.ids)[:-1]          # the last token is written, never read
-    m, was = self.model, self.model.training
-    names = [f'blocks.{l}.attn.hook_pattern' for l in range(len(m.blocks))]
+# %% ../nbs/08_solver.ipynb #006c23a5
+def attention_pattern(model:GPT, ids:list[int]) -> torch.Tensor:
+    "Attention probabilities (n_layer, n_head, T, T) of `model` (in eval mode) reading the T tokens `ids`."
+    names = [f'blocks.{l}.attn.hook_pattern' for l in range(len(model.blocks))]
+    was = model.training
     try:
-        m.eval()
-        x = torch.tensor([ids], device=m.lm_head.weight.device)
-        _, cache = m.run_with_cache(x, names, device='cpu')
-    finally: m.train(was)
-    return torch.stack([cache[n][0].float() for n in names]), [self.tok.decode([i]) for i in ids]
+        model.eval()
+        x = torch.tensor([ids], device=model.lm_head.weight.device)
+        _, cache = model.run_with_cache(x, names, device='cpu')
+    finally: model.train(was)
+    return torch.stack([cache[n][0].float() for n in names])
 
 # %% ../nbs/08_solver.ipynb #24adceee
 def figure_png(fig, dpi:int=100) -> bytes:
@@ -360,6 +378,48 @@ def answer_html(sol:Solution) -> str:
             f'{html.escape(sol.answer or "(none)")}</b> '
             f'&nbsp;{_mark_html(check, sol.verdict())}</div>{note}')
 
+# %% ../nbs/08_solver.ipynb #c1cea270
+def problem_controls(example:str) -> tuple[widgets.Text, widgets.Button, widgets.Button]:
+    "The problem box (sized for problems like `example`, shown in it) and the Solve and Random buttons."
+    W = widgets
+    box = W.Text(placeholder=example[:80], description='Problem', continuous_update=False,
+                 layout=W.Layout(width='260px' if len(example) < 30 else '90%'))
+    solve = W.Button(description='Solve', button_style='primary', icon='check', layout=W.Layout(width='90px'))
+    rand = W.Button(description='Random problem', icon='random', disabled=not example,
+                    layout=W.Layout(width='150px'))
+    return box, solve, rand
+
+# %% ../nbs/08_solver.ipynb #673524a3
+def generation_sliders(block_size:int) -> tuple[widgets.FloatSlider, widgets.IntSlider]:
+    "The Temperature slider (0 to 2; starts at 0, greedy) and the Max tokens slider (1 to `block_size`)."
+    kw = dict(continuous_update=False, style={'description_width': 'initial'})
+    temperature = widgets.FloatSlider(value=0.0, min=0.0, max=2.0, step=0.05, description='Temperature', **kw)
+    max_new = widgets.IntSlider(value=block_size, min=1, max=block_size, description='Max tokens', **kw)
+    return temperature, max_new
+
+# %% ../nbs/08_solver.ipynb #25495f4a
+def attention_selects(n_head:int) -> tuple[widgets.Dropdown, widgets.Dropdown]:
+    "The attention view's dropdowns: which part of the solution (filled per solution), and which heads."
+    heads = [('strongest', 'max'), ('mean', 'mean')] + [(f'head {h}', h) for h in range(n_head)]
+    part = widgets.Dropdown(description='Attention of', options=[], layout=widgets.Layout(width='360px'))
+    head = widgets.Dropdown(description='Heads', value='max', options=heads,
+                            layout=widgets.Layout(width='220px'))
+    return part, head
+
+# %% ../nbs/08_solver.ipynb #2a095093
+def legend_html() -> str:
+    "The key to the token shading: a few probabilities in their colours."
+    scale = ''.join(f'<span style="background:{prob_color(q)};padding:0 4px">{q}</span>'
+                    for q in (0.0, 0.5, 0.9, 1.0))
+    return f'<span style="color:#555">token confidence: hover for p; {scale}</span>'
+
+# %% ../nbs/08_solver.ipynb #6d278f08
+def figure_output(fig) -> dict:
+    "A Jupyter `display_data` output of `fig`: the PNG, and the title of its first panel as plain text."
+    png = base64.b64encode(figure_png(fig)).decode()
+    data = {'image/png': png, 'text/plain': fig.axes[0].get_title()}
+    return {'output_type': 'display_data', 'metadata': {}, 'data': data}
+
 # %% ../nbs/08_solver.ipynb #e7da021b
 class SolverApp:
     "An ipywidgets app around a `Solver`: solve typed or random problems; see checks, confidence, attention."
@@ -368,116 +428,79 @@ class SolverApp:
         self.rng, self.solution, self.attention_fig = random.Random(seed), None, None
         self._text, self._key, self._sampled, self._attn = '', None, None, None
         self._lock, self._latest = threading.Lock(), 0          # one solve at a time; the latest request wins
-        self._controls()
-        self._views()
+        example = user_text(self.solver.sample(random.Random(0)))
+        self.problem, self.solve_button, self.random_button = problem_controls(example)
+        self.temperature, self.max_new_tokens = generation_sliders(self.solver.block_size)
+        self.step_select, self.head_select = attention_selects(self.solver.model.config.n_head)
+        self.status, self.steps_view, self.answer_view, self.tokens_view = [widgets.HTML() for _ in range(4)]
+        self.attention_view = widgets.Output()
+        self.problem.observe(lambda ch: self.solve(), 'value')
+        self.solve_button.on_click(lambda b: self.solve(force=True))
+        self.random_button.on_click(lambda b: self.random_problem())
+        self.step_select.observe(lambda ch: self.show_attention(), 'value')
+        self.head_select.observe(lambda ch: self.show_attention(), 'value')
+        about = html.escape(repr(self.solver))
+        title = widgets.HTML(f'{_CSS}<b>mathnb solver</b> &nbsp;<span style="color:#555">{about}</span>')
+        row = widgets.HBox
+        self.ui = widgets.VBox([title, row([self.problem, self.solve_button, self.random_button]),
+                                row([self.temperature, self.max_new_tokens]), self.answer_view, self.status,
+                                self.steps_view, widgets.HTML(legend_html()), self.tokens_view,
+                                row([self.step_select, self.head_select]), self.attention_view])
 
     def _repr_mimebundle_(self, **kw): return self.ui._repr_mimebundle_(**kw)
+
     def result_text(self) -> str:
         "The text the app currently shows as its result: the checked solution, or a message about the input."
         return self._text
 
-# %% ../nbs/08_solver.ipynb #947e671b
-@patch
-def _controls(self:SolverApp):
-    W, s = widgets, self.solver
-    example = user_text(s.sample(random.Random(0)))
-    self.problem = W.Text(placeholder=example[:80], description='Problem', continuous_update=False,
-                          layout=W.Layout(width='260px' if len(example) < 30 else '90%'))
-    self.solve_button = W.Button(description='Solve', button_style='primary', icon='check',
-                                 layout=W.Layout(width='90px'))
-    self.random_button = W.Button(description='Random problem', icon='random', disabled=not example,
-                                  layout=W.Layout(width='150px'))
-    slider = dict(continuous_update=False, style={'description_width': 'initial'})
-    self.temperature = W.FloatSlider(value=0.0, min=0.0, max=2.0, step=0.05, description='Temperature',
-                                     **slider)
-    self.max_new_tokens = W.IntSlider(value=s.block_size, min=1, max=s.block_size, description='Max tokens',
-                                      **slider)
-    self.problem.observe(lambda ch: self.solve(), 'value')
-    self.solve_button.on_click(lambda b: self.solve(force=True))
-    self.random_button.on_click(lambda b: self.random_problem())
+    def solve(self, force:bool=False):
+        "Solve the problem in the text box and show it; bad input shows a message instead (never raises)."
+        with self._lock: self._latest = ticket = self._latest + 1
+        with self._lock:                                    # widget events can arrive on two threads at once
+            if ticket != self._latest: return               # a newer request came in while we waited: it wins
+            key = (self.problem.value, self.temperature.value, self.max_new_tokens.value)
+            if key == self._key and (not force or self.temperature.value == 0): return   # already shown
+            row = self._sampled[1] if self._sampled and self._sampled[0] == key[0] else key[0]
+            try: self.show(self.solver.solve(row, temperature=key[1], max_new_tokens=key[2]))
+            except InputError as e: self.show_error(str(e))
+            except Exception as e: self.show_error(f'could not solve {key[0]!r}: {type(e).__name__}: {e}')
+            self._key = key if self.solution is not None else None
 
-# %% ../nbs/08_solver.ipynb #7c243479
-@patch
-def _views(self:SolverApp):
-    W, s = widgets, self.solver
-    self.status, self.steps_view, self.answer_view, self.tokens_view = W.HTML(), W.HTML(), W.HTML(), W.HTML()
-    self.step_select = W.Dropdown(description='Attention of', options=[], layout=W.Layout(width='360px'))
-    heads = [('strongest', 'max'), ('mean', 'mean')]
-    heads += [(f'head {h}', h) for h in range(s.model.config.n_head)]
-    self.head_select = W.Dropdown(description='Heads', value='max', options=heads,
-                                  layout=W.Layout(width='220px'))
-    self.attention_view = W.Output()
-    self.step_select.observe(lambda ch: self.show_attention(), 'value')
-    self.head_select.observe(lambda ch: self.show_attention(), 'value')
-    title = W.HTML(f'{_CSS}<b>mathnb solver</b> &nbsp;<span style="color:#555">{html.escape(repr(s))}</span>')
-    scale = ''.join(f'<span style="background:{prob_color(q)};padding:0 4px">{q}</span>'
-                    for q in (0.0, 0.5, 0.9, 1.0))
-    legend = W.HTML(f'<span style="color:#555">token confidence: hover for p; {scale}</span>')
-    self.ui = W.VBox([title, W.HBox([self.problem, self.solve_button, self.random_button]),
-                      W.HBox([self.temperature, self.max_new_tokens]), self.answer_view, self.status,
-                      self.steps_view, legend, self.tokens_view, W.HBox([self.step_select, self.head_select]),
-                      self.attention_view])
+    def random_problem(self):
+        "Put a random problem of the model's task in the box (remembering its row) and solve it."
+        row = self.solver.sample(self.rng)
+        if row is None: return
+        text = user_text(row)
+        self._sampled = (text, row)
+        if text == self.problem.value: self.solve(force=True)
+        else: self.problem.value = text
 
-# %% ../nbs/08_solver.ipynb #393a0e97
-@patch
-def solve(self:SolverApp, force:bool=False):
-    "Solve the problem in the text box and show it; bad input shows a message instead (never raises)."
-    with self._lock: self._latest = ticket = self._latest + 1
-    with self._lock:                                    # widget events can arrive on two threads at once
-        if ticket != self._latest: return               # a newer request came in while we waited: it wins
-        key = (self.problem.value, self.temperature.value, self.max_new_tokens.value)
-        if key == self._key and (not force or self.temperature.value == 0): return   # already shown
-        row = self._sampled[1] if self._sampled and self._sampled[0] == key[0] else key[0]
-        try: self.show(self.solver.solve(row, temperature=key[1], max_new_tokens=key[2]))
-        except InputError as e: self.show_error(str(e))
-        except Exception as e: self.show_error(f'could not solve {key[0]!r}: {type(e).__name__}: {e}')
-        self._key = key if self.solution is not None else None
-
-# %% ../nbs/08_solver.ipynb #79789581
-@patch
-def random_problem(self:SolverApp):
-    "Put a random problem of the model's task in the box (remembering its row) and solve it."
-    row = self.solver.sample(self.rng)
-    if row is None: return
-    text = user_text(row)
-    self._sampled = (text, row)
-    if text == self.problem.value: self.solve(force=True)
-    else: self.problem.value = text
-
-# %% ../nbs/08_solver.ipynb #a78a871c
-@patch
-def show_error(self:SolverApp, msg:str):
-    "Show `msg` where the answer goes and clear the rest."
-    self.solution, self.attention_fig, self._text = None, None, msg
-    self.answer_view.value = answer_html(Solution(self.problem.value, error=msg))
-    self.status.value = self.steps_view.value = self.tokens_view.value = ''
-    self.step_select.options = []
-    self.attention_view.outputs = ()
-
-# %% ../nbs/08_solver.ipynb #dc87077d
-@patch
-def show(self:SolverApp, sol:Solution):
-    "Show solution `sol`: steps, answer, token confidence and the attention of its first part."
-    self.solution, self._text = sol, sol.report()
-    self.answer_view.value, self.steps_view.value = answer_html(sol), steps_html(sol)
-    self.tokens_view.value, self.status.value = confidence_html(sol), ''
-    self._attn = self.solver.attention(sol)
-    self.step_select.options = [(label, i) for i, (label, _) in enumerate(sol.parts())]
-    if self.step_select.value == 0 or not self.step_select.options: self.show_attention()
-    else: self.step_select.value = 0                   # the first step; its observer redraws
-
-# %% ../nbs/08_solver.ipynb #24ccc48f
-@patch
-def show_attention(self:SolverApp):
-    "Draw the attention heatmap of the part picked in `step_select` into the `attention_view` Output."
-    if self.solution is None or self.step_select.value is None:
+    def show_error(self, msg:str):
+        "Show `msg` where the answer goes and clear the rest."
+        self.solution, self.attention_fig, self._text = None, None, msg
+        self.answer_view.value = answer_html(Solution(self.problem.value, error=msg))
+        self.status.value = self.steps_view.value = self.tokens_view.value = ''
+        self.step_select.options = []
         self.attention_view.outputs = ()
-        return
-    self.attention_fig = attention_figure(*self._attn, self.solution, self.step_select.value,
-                                          self.head_select.value)
-    png = base64.b64encode(figure_png(self.attention_fig)).decode()
-    data = {'image/png': png, 'text/plain': self.attention_fig.axes[0].get_title()}
-    self.attention_view.outputs = ({'output_type': 'display_data', 'metadata': {}, 'data': data},)
+
+    def show(self, sol:Solution):
+        "Show solution `sol`: steps, answer, token confidence and the attention of its first part."
+        self.solution, self._text = sol, sol.report()
+        self.answer_view.value, self.steps_view.value = answer_html(sol), steps_html(sol)
+        self.tokens_view.value, self.status.value = confidence_html(sol), ''
+        self._attn = self.solver.attention(sol)
+        self.step_select.options = [(label, i) for i, (label, _) in enumerate(sol.parts())]
+        if self.step_select.value == 0 or not self.step_select.options: self.show_attention()
+        else: self.step_select.value = 0                   # the first step; its observer redraws
+
+    def show_attention(self):
+        "Draw the attention heatmap of the part picked in `step_select` into the `attention_view` Output."
+        if self.solution is None or self.step_select.value is None:
+            self.attention_view.outputs = ()
+            return
+        self.attention_fig = attention_figure(*self._attn, self.solution, self.step_select.value,
+                                              self.head_select.value)
+        self.attention_view.outputs = (figure_output(self.attention_fig),)
 
 # %% ../nbs/08_solver.ipynb #b6f7422d
 def read_line(inp, out, interactive:bool) -> str|None:
