@@ -12,7 +12,7 @@ from fastcore.script import call_parse, Param
 from .core import UserError, atomic_write, check_out_dir, load_json, read_jsonl, run_cli
 from .tokenizer import CharTokenizer, MathTokenizer, TokenizerError, load_tokenizer
 from .model import (GPT, GPTConfig, ModelLoadError, load_model, model_dir_kind, complete,
-                          default_model_dir)
+                          default_model_dir, load_hf, hf_complete)
 from .data import IGNORE, collate
 from .evaluation import evaluate
 from .training import (TrainConfig, TaskData, TrainingError, train, lm_loss, preset_parts,
@@ -90,25 +90,6 @@ def _hf_forward(net, idx, layers, attn_layers):
         for h in hooks: h.remove()
     return o.logits, hs, {i: o.attentions[i] for i in attn_layers}
 
-def _hf_greedy(net, tok:MathTokenizer, prompts:list[str], max_new_tokens:int) -> list[str]:
-    "Greedy completions by transformers model `net` in mathnb tokenizer `tok`, each up to its `<end>`."
-    out, dev = [None] * len(prompts), next(net.parameters()).device
-    by_len = {}
-    for i, p in enumerate(prompts): by_len.setdefault(len(tok.encode(p)), []).append(i)
-    for ids in by_len.values():                 # equal lengths: no padding, no position offsets
-        x = torch.tensor([tok.encode(prompts[i]) for i in ids], device=dev)
-        L, done = x.size(1), torch.zeros(len(ids), dtype=torch.bool, device=dev)
-        for _ in range(max_new_tokens):
-            nxt = net(input_ids=x, use_cache=False).logits[:, -1].argmax(-1)
-            x = torch.cat([x, nxt.masked_fill(done, tok.pad_id)[:, None]], 1)
-            done |= nxt == tok.end_id
-            if done.all(): break
-        for r, i in enumerate(ids):
-            new = x[r, L:].tolist()
-            if tok.end_id in new: new = new[:new.index(tok.end_id) + 1]
-            out[i] = tok.decode(new)
-    return out
-
 # %% ../nbs/05_distillation.ipynb #62aafa79
 class Teacher(nn.Module):
     "A frozen teacher (a mathnb `GPT` or a Hugging Face causal LM) and its tokenizer."
@@ -140,32 +121,28 @@ class Teacher(nn.Module):
     def complete(self, prompts:list[str], max_new_tokens:int) -> list[str]:
         "Greedy completions of text `prompts` up to `<end>`, in the teacher's own tokenizer."
         if not self.is_hf: return complete(self.net, self.tok, prompts, max_new_tokens)
-        return _hf_greedy(self.net, self.tok, prompts, max_new_tokens)
+        return hf_complete(self.net, self.tok, prompts, max_new_tokens, 2048, skip_special_tokens=False)
 
     def __repr__(self):
         return f'Teacher({self.source or type(self.net).__name__}: {self.n_layer} layers x {self.n_embd})'
 
 # %% ../nbs/05_distillation.ipynb #12afe9b2
-def _hf_teacher(path:Path, device) -> Teacher:
-    try: tok = load_tokenizer(path/'tokenizer.json')
+def _teacher_tokenizer(path:Path) -> MathTokenizer:
+    "The mathnb tokenizer beside Hugging Face teacher `path`; a `UserError` that says how to add one."
+    try: return load_tokenizer(path/'tokenizer.json')
     except (TokenizerError, OSError) as e:
         raise UserError(f'--teacher {path}: a Hugging Face model without a mathnb tokenizer.json ({e}); '
                         'save one beside it with tok.save(dir)') from None
-    try:
-        from transformers import AutoModelForCausalLM
-        net = AutoModelForCausalLM.from_pretrained(path, attn_implementation='eager')
-    except Exception as e:
-        why = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserError(f'--teacher {path}: cannot load the Hugging Face model ({why})') from None
-    return Teacher(net.to(device), tok, str(path))
 
+# %% ../nbs/05_distillation.ipynb #0cefae66
 def load_teacher(path, device='cpu') -> Teacher:
     "The teacher in directory `path`: a mathnb model directory or a local Hugging Face causal LM."
     path = Path(path)
     if not path.is_dir(): raise UserError(f'--teacher {path}: not a model directory')
     try:
-        if model_dir_kind(path) == 'hf': return _hf_teacher(path, device)
-        net, tok = load_model(path, device)
+        if model_dir_kind(path) == 'hf':
+            net, tok = load_hf(path, device, _teacher_tokenizer(path), attn_implementation='eager')
+        else: net, tok = load_model(path, device)
     except ModelLoadError as e: raise UserError(f'--teacher {path}: cannot load ({e})') from None
     return Teacher(net, tok, str(path))
 

@@ -668,38 +668,71 @@ def to_hf(model:GPT, tokenizer:MathTokenizer|None=None):
                         for k, v in model.state_dict().items()})
     return hf.to(model.lm_head.weight.device).eval()
 
+# %% ../nbs/01_model.ipynb #b1c4e7a2
+def _hf_tokenizer(path):
+    "The folder's transformers tokenizer (left padding), or its mathnb one where transformers cannot read it."
+    from transformers import AutoTokenizer
+    try: tok = AutoTokenizer.from_pretrained(str(path))
+    except Exception as e:
+        try: return load_tokenizer(path)            # a mathnb tokenizer.json, written by tok.save(dir)
+        except TokenizerError: raise e from None
+    tok.padding_side = 'left'
+    if tok.pad_token is None: tok.pad_token = tok.eos_token
+    return tok
+
 # %% ../nbs/01_model.ipynb #3ab0b18c
-def load_hf(path, device='cpu', **from_pretrained_kw):
-    "A transformers causal LM (eval mode, on `device`) and its tokenizer (left padding) from `path`."
+def load_hf(path, device='cpu', tokenizer=None, **from_pretrained_kw):
+    """A transformers causal LM (eval mode, on `device`) and its tokenizer from folder `path`.
+
+    The tokenizer is `tokenizer` if given, else the folder's (see `_hf_tokenizer`)."""
     dev = get_device(device)
     try:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        tok = AutoTokenizer.from_pretrained(str(path))
+        from transformers import AutoModelForCausalLM
+        tok = _hf_tokenizer(path) if tokenizer is None else tokenizer
         model = AutoModelForCausalLM.from_pretrained(str(path), **from_pretrained_kw)
     except Exception as e:
         why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise ModelLoadError(f'{path}: cannot load a Hugging Face causal LM ({why})') from None
-    tok.padding_side = 'left'
-    if tok.pad_token is None: tok.pad_token = tok.eos_token
     if 'device_map' not in from_pretrained_kw: model = model.to(dev)
     return model.eval(), tok
 
+# %% ../nbs/01_model.ipynb #dacef0db
+def _hf_encode(tok, prompts:list[str]) -> list[list[int]]:
+    "Token ids of text `prompts` in mathnb or transformers tokenizer `tok`, with no second BOS."
+    if isinstance(tok, MathTokenizer): return [tok.encode(p) for p in prompts]
+    bos = tok.bos_token
+    return [tok(p, add_special_tokens=not (bos and p.startswith(bos)))['input_ids'] for p in prompts]
+
+# %% ../nbs/01_model.ipynb #1e0f341f
+def _hf_stops(model, tok) -> tuple[int, list[int]]:
+    "The padding id and the ids that end a completion, for `model` with mathnb or transformers `tok`."
+    if isinstance(tok, MathTokenizer): return tok.pad_id, [tok.end_id]
+    e = getattr(getattr(model, 'generation_config', None), 'eos_token_id', None)
+    e = tok.eos_token_id if e is None else e
+    ends = [] if e is None else [e] if isinstance(e, int) else list(e)
+    return tok.pad_token_id, ends
+
+# %% ../nbs/01_model.ipynb #5c43785d
+def _hf_decode(tok, ids:list[int], ends:list[int], skip_special:bool=True) -> str:
+    "Text of new token `ids` up to and including the first of `ends`, in mathnb or transformers `tok`."
+    k = next((j + 1 for j, t in enumerate(ids) if t in ends), len(ids))
+    if isinstance(tok, MathTokenizer): return tok.decode(ids[:k], skip_special=skip_special)
+    return tok.decode(ids[:k], skip_special_tokens=skip_special)
+
 # %% ../nbs/01_model.ipynb #f5ce64a9
 @torch.inference_mode()
-def hf_complete(model, tok, prompts:list[str], max_new_tokens:int, batch_size:int=16) -> list[str]:
+def hf_complete(model, tok, prompts:list[str], max_new_tokens:int, batch_size:int=16,
+                skip_special_tokens:bool=True) -> list[str]:
     "Greedy completions of text `prompts` by transformers causal LM `model`, in left-padded batches."
-    side, was, out = tok.padding_side, model.training, []
-    dev = next(model.parameters()).device
-    tok.padding_side = 'left'
+    enc, (pad, ends), out = _hf_encode(tok, prompts), _hf_stops(model, tok), []
+    dev, was = next(model.parameters()).device, model.training
     model.eval()
     try:
-        for i in range(0, len(prompts), batch_size):
-            b = tok(prompts[i:i + batch_size], return_tensors='pt', padding=True)
-            ids, mask = b['input_ids'].to(dev), b['attention_mask'].to(dev)
-            new = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                 do_sample=False, pad_token_id=tok.pad_token_id)[:, ids.shape[1]:]
-            out += tok.batch_decode(new, skip_special_tokens=True)
-    finally:
-        tok.padding_side = side
-        model.train(was)
+        for i in range(0, len(enc), batch_size):
+            b = enc[i:i + batch_size]
+            ids, real = _left_pad(b, max(map(len, b)), pad, dev)
+            new = model.generate(input_ids=ids, attention_mask=real.long(), max_new_tokens=max_new_tokens,
+                                 do_sample=False, pad_token_id=pad, eos_token_id=ends or None)
+            out += [_hf_decode(tok, r, ends, skip_special_tokens) for r in new[:, ids.shape[1]:].tolist()]
+    finally: model.train(was)
     return out

@@ -65,3 +65,25 @@ def test_distill_bad_input_exit_2(tmp_path):
         assert not out.exists()
     assert_user_error(distill('--out', out, '--resume'), 'nothing to resume')
     assert not out.exists()
+
+def test_distill_from_hugging_face_teacher(tmp_path):
+    "A `to_hf` export with mathnb's tokenizer beside it teaches by logits and by its greedy completions."
+    import torch
+    from mathnb.model import GPT, complete, get_config, to_hf
+    from mathnb.tokenizer import CharTokenizer
+    tok = CharTokenizer()
+    torch.manual_seed(0)
+    teacher = GPT(get_config('llama-tiny', tok.vocab_size, n_layer=1, n_embd=32, n_head=4, n_kv_head=2)).eval()
+    with torch.no_grad():
+        for p in teacher.parameters():
+            if p.dim() >= 2: p.normal_(0, 0.3)                     # decided argmaxes, no near-ties
+    to_hf(teacher, tok).save_pretrained(tmp_path/'hf')
+    tok.save(tmp_path/'hf')
+    r = distill('--out', tmp_path/'s', '--steps', '2', '--teacher', tmp_path/'hf', '--seq-kd', *SMALL)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(l) for l in (tmp_path/'s'/'seq_kd.jsonl').read_text().splitlines()]
+    settings = json.loads((tmp_path/'s'/'config.json').read_text())['distillation']
+    assert rows and settings['teachers'] == [str(tmp_path/'hf')]
+    for row in rows:                               # the targets are the mathnb original's greedy completions
+        n = len(tok.encode(row['target']))
+        assert row['target'] == complete(teacher, tok, [row['prompt']], n)[0], row
