@@ -29,7 +29,7 @@ from .evaluation import evaluate
 # %% auto #0
 __all__ = ['PEAK_FLOPS', 'TRAIN_PRESETS', 'TrainConfig', 'DataSource', 'epoch_order', 'TaskData', 'lr_at', 'lm_loss',
            'next_token_loss', 'make_optimizer', 'TrainingError', 'trainable_state', 'save_checkpoint',
-           'read_checkpoint_state', 'load_checkpoint', 'rank_and_world', 'is_main', 'init_distributed',
+           'read_checkpoint_state', 'load_checkpoint', 'rank_and_world', 'is_main', 'job_store', 'init_distributed',
            'close_distributed', 'all_sum', 'barrier', 'validate', 'Loggers', 'LossModule', 'forward_backward',
            'memory_estimate', 'memory_report', 'flops_per_token', 'peak_flops', 'Meter', 'Stopped',
            'set_grad_checkpointing', 'train', 'read_metrics', 'plot_loss', 'plot_accuracy', 'save_curves', 'preset_for',
@@ -382,6 +382,16 @@ def is_main() -> bool:
     "True in the process that writes files: rank 0, or the only process."
     return rank_and_world()[0] == 0
 
+# %% ../nbs/04_training.ipynb #2fcef62f
+def job_store(timeout:float=900):
+    "torchrun's key-value store, under a prefix of its own for each restart of the job (`--max-restarts`)."
+    rank, world = int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])
+    agent = os.environ.get('TORCHELASTIC_USE_AGENT_STORE') == 'True'      # torchrun's agent hosts the store
+    store = dist.TCPStore(os.environ['MASTER_ADDR'], int(os.environ['MASTER_PORT']), world,
+                          is_master=rank == 0 and not agent, timeout=timedelta(seconds=timeout),
+                          multi_tenant=not agent)
+    return dist.PrefixStore(f"mathnb/attempt{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+
 # %% ../nbs/04_training.ipynb #63b6445e
 def init_distributed(device='auto', timeout:float=900) -> torch.device:
     "This process's device; under torchrun, join the process group first (NCCL on CUDA, gloo on CPU)."
@@ -391,7 +401,9 @@ def init_distributed(device='auto', timeout:float=900) -> torch.device:
         dev = torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0)))
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
-        dist.init_process_group('nccl' if dev.type == 'cuda' else 'gloo', timeout=timedelta(seconds=timeout))
+        dist.init_process_group('nccl' if dev.type == 'cuda' else 'gloo', store=job_store(timeout),
+                                rank=int(os.environ['RANK']), world_size=int(os.environ['WORLD_SIZE']),
+                                timeout=timedelta(seconds=timeout))
     return dev
 
 # %% ../nbs/04_training.ipynb #d60d4411
