@@ -319,24 +319,16 @@ HF_TRAIN = dict(steps=200, batch_size=8, lr=2e-4, min_lr=2e-5, warmup=10, weight
 def finetune_hf(model:PeftModel, tok, base, task, rows:list[dict], test_rows:list[dict], cfg:TrainConfig, out,
                 resume:bool=False, max_len:int=512, chat=None, max_new_tokens:int=256, meta:dict|None=None,
                 log=print) -> dict|None:
-    "SFT of peft `model` on `rows` through `train`; adapter, eval.json (graded by `task`), curves in `out`."
-    out, t0 = Path(out), time.time()
+    "SFT of peft `model` on `rows` through `run_training`: adapter, eval.json (graded by `task`), curves in `out`."
     data = SFTData(rows[:cfg.n_train] if cfg.n_train else rows, tok, max_len, chat, cfg.seed, task)
-    test = test_rows[:cfg.n_test]
+    data.test = test_rows[:cfg.n_test]
     if is_main():
         log(f'{len(data.pairs)} training problems ({data.dropped} longer than {max_len} tokens left out), '
-            f'{"chat template" if data.chat else "plain prompts"}, {len(test)} test problems')
-    summary, res = train(model, data, cfg, out=out, resume=resume, loss_fn=hf_loss), None
-    if is_main():
-        save_adapter(model, tok, out, base=base, task=task.to_dict(), train=cfg.to_dict(), summary=summary,
-                     chat=data.chat, **(meta or {}))
-        res = hf_eval(model, tok, task, test, data.chat, max_new_tokens) if test else dict(accuracy=None, n=0)
-        res |= dict(train_steps=summary['steps'], train_time=summary['train_time'],
-                    total_time=round(time.time() - t0, 2))
-        atomic_write(out/'eval.json', json.dumps(res, indent=1))
-        save_curves(out)
-    barrier()
-    return res
+            f'{"chat template" if data.chat else "plain prompts"}, {len(data.test)} test problems')
+    grade = lambda m, t, task, rows: hf_eval(m, t, task, rows, data.chat, max_new_tokens)
+    return run_training(task, None, cfg, out, resume=resume, log=log, model=model, loss_fn=hf_loss, data=data,
+                        tok=tok, save=partial(save_adapter, base=base), meta=dict(chat=data.chat, **(meta or {})),
+                        evaluator=grade)
 
 # %% ../nbs/06_lora.ipynb #c6464dee
 def _hf_config(over:dict) -> tuple[TrainConfig, dict]:

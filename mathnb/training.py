@@ -913,19 +913,22 @@ def _start_run(out:Path, data, tok, run:dict, overwrite:bool, resume:bool):
     if is_main():
         if overwrite and not resume: _clear_run(out)
         atomic_write(out/'run.json', json.dumps(run, indent=1, default=str))
-        atomic_write(out/'tokenizer.json', tok.to_json())
+        if isinstance(tok, MathTokenizer): atomic_write(out/'tokenizer.json', tok.to_json())
         for k in ('val', 'test', 'train'):
             if getattr(data, k, None): write_jsonl(getattr(data, k), out/f'{k}.jsonl')
     barrier()
 
 # %% ../nbs/04_training.ipynb #7e910289
-def _finish_run(model, tok, task:Task, data, out:Path, info:dict, save, t_start:float) -> dict|None:
+def _evaluate_summary(model, tok, task:Task, rows:list[dict]) -> dict:
+    return evaluate(model.eval(), tok, task, rows).summary
+
+def _finish_run(model, tok, task:Task, data, out:Path, info:dict, save, t_start:float, evaluator=None) -> dict|None:
     "Rank 0 saves the model directory, evaluates the held-out test split and draws the curves."
     res = None
     if is_main():
         (save or save_model)(model, tok, out, **info)
         test = getattr(data, 'test', None) or []
-        res = evaluate(model.eval(), tok, task, test).summary if test else dict(accuracy=None, n=0)
+        res = (evaluator or _evaluate_summary)(model, tok, task, test) if test else dict(accuracy=None, n=0)
         s = info['summary']
         res = dict(res, data='test.jsonl', train_steps=s['steps'], train_time=s['train_time'],
                    total_time=round(time.time() - t_start, 2))
@@ -964,7 +967,7 @@ def _announce(log, model:nn.Module, task:Task, cfg:TrainConfig, data, T:int):
 # %% ../nbs/04_training.ipynb #be83e76c
 def run_training(task:Task, model_cfg:GPTConfig, cfg:TrainConfig, out, exclude=(), resume:bool=False,
                  overwrite:bool=False, preset:str|None=None, log=print, model=None, loss_fn=None,
-                 meta:dict|None=None, save=None, data=None, tok=None, tokenizer=None) -> dict|None:
+                 meta:dict|None=None, save=None, data=None, tok=None, tokenizer=None, evaluator=None) -> dict|None:
     "Make data, train (or resume), save model directory `out`, evaluate its test split; return the summary."
     out, t_start = check_out_dir(out), time.time()
     _check_start(out, resume, overwrite)
@@ -972,14 +975,14 @@ def run_training(task:Task, model_cfg:GPTConfig, cfg:TrainConfig, out, exclude=(
     if tok is None: tok = _run_tokenizer(task, cfg, out, resume, tokenizer)
     data = data or TaskData.from_config(task, tok, cfg, read_prompts(exclude))
     if model is None: model, model_cfg = _new_model(task, tok, model_cfg, cfg, data)
-    run = dict(preset=preset, task=task.to_dict(), model=asdict(model_cfg), train=cfg.to_dict(),
+    run = dict(preset=preset, task=task.to_dict(), model=asdict(model_cfg) if model_cfg else None, train=cfg.to_dict(),
                exclude=[str(e) for e in exclude])
     _start_run(out, data, tok, run, overwrite, resume)
     T = data.batch(0, min(cfg.batch_size, 256))['input_ids'].shape[1]
     _announce(log, model, task, cfg, data, T)
     summary = train(model, data, cfg, out=out, resume=resume, loss_fn=loss_fn)
     info = dict(task=task.to_dict(), train=cfg.to_dict(), preset=preset, summary=summary, **(meta or {}))
-    return _finish_run(model, tok, task, data, out, info, save, t_start)
+    return _finish_run(model, tok, task, data, out, info, save, t_start, evaluator)
 
 # %% ../nbs/04_training.ipynb #9ba649b1
 def parse_set(items) -> dict:
@@ -999,7 +1002,7 @@ def _read_run(out:Path) -> tuple:
     if not f.exists(): raise TrainingError(f'{f}: missing; cannot resume')
     run = load_json(f, 'run file')
     try:
-        task, mc = task_from_dict(run['task']), GPTConfig(**run['model'])
+        task, mc = task_from_dict(run['task']), GPTConfig(**run['model']) if run['model'] else None
         excl = [str(x) for x in run.get('exclude', [])]
     except (KeyError, TypeError, UserError) as e:
         raise TrainingError(f'{f}: damaged ({e}); cannot resume') from None
