@@ -4,12 +4,13 @@
 
 # %% ../nbs/00_core.ipynb #050d6e36
 from __future__ import annotations
-import json, os, sys, tempfile
+import json, math, os, sys, tempfile, unicodedata
 from pathlib import Path
 from typing import Callable, Iterable
 
 # %% auto #0
-__all__ = ['UserError', 'parse_json', 'read_text', 'load_json', 'read_jsonl', 'atomic_write', 'check_out_dir', 'run_cli']
+__all__ = ['UserError', 'parse_json', 'read_text', 'load_json', 'read_jsonl', 'atomic_write', 'check_out_dir', 'normalize_text',
+           'clip', 'check_number', 'run_cli']
 
 # %% ../nbs/00_core.ipynb #ab9e42e2
 class UserError(ValueError):
@@ -97,6 +98,34 @@ def check_out_dir(path, what:str='--out') -> Path:
             break
     return path
 
+# %% ../nbs/00_core.ipynb #35e5869b
+_DIGITS = {c: str(unicodedata.decimal(chr(c))) for c in range(0x80, 0x110000)
+           if unicodedata.category(chr(c)) == 'Nd'} | {0x2212: '-'}
+
+def normalize_text(text:str) -> str:
+    "`text` in NFKC form, with every Unicode decimal digit as its ASCII digit and `−` as `-`."
+    return unicodedata.normalize('NFKC', str(text)).translate(_DIGITS)
+
+# %% ../nbs/00_core.ipynb #ee362d9d
+def clip(value, n:int=60) -> str:
+    "`value` for a message (quoted if text): whole if short, else its two ends and its length."
+    try: t = repr(value) if isinstance(value, str) else str(value)
+    except ValueError: return f'a number of about {int(value.bit_length() * 0.30103):,} digits'   # past str's limit
+    return t if len(t) <= n else f'{t[:n // 2]}…{t[-(n // 4):]} ({len(t):,} characters)'
+
+# %% ../nbs/00_core.ipynb #31da66b6
+def check_number(name:str, value, lo=None, hi=None, lo_open:bool=False, integer:bool=False):
+    "`value` if it is a finite number (an integer if `integer`) within [`lo`, `hi`]; else `UserError`."
+    kind = 'an integer' if integer else 'a number'
+    bound = [f'{">" if lo_open else ">="} {lo}'] * (lo is not None) + [f'<= {hi}'] * (hi is not None)
+    want = f'{name} must be {kind}' + (f' {" and ".join(bound)}' if bound else '')
+    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    finite = isinstance(value, int) or (ok_type and math.isfinite(value))
+    if isinstance(value, bool) or not ok_type or not finite: raise UserError(f'{want}, got {clip(value)}')
+    if lo is not None and (value <= lo if lo_open else value < lo): raise UserError(f'{want}, got {clip(value)}')
+    if hi is not None and value > hi: raise UserError(f'{want}, got {clip(value)}')
+    return value
+
 # %% ../nbs/00_core.ipynb #006eda99
 def _undash(arg:str) -> str:
     if not arg.startswith('--'): return arg
@@ -110,6 +139,7 @@ def run_cli(func, prog:str):
     try: return func()
     except UserError as e:
         msg = ' '.join(str(e).split('\n'))
+        if len(msg) > 1000: msg = f'{msg[:700]} … {msg[-200:]}'
         print(f'{prog}: error: {msg}', file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import hashlib, json, math, os
 from contextlib import contextmanager
-from dataclasses import dataclass, asdict, fields
+from dataclasses import dataclass, asdict, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
+from safetensors import safe_open
 from safetensors.torch import save_file, load_file
 
 import mathnb
@@ -24,9 +25,9 @@ from .tokenizer import MathTokenizer, CharTokenizer, TokenizerError, load_tokeni
 # %% auto #0
 __all__ = ['PRESETS', 'NO_MODEL', 'ConfigError', 'GPTConfig', 'HookPoint', 'RMSNorm', 'make_norm', 'positions_from_mask',
            'sinusoidal', 'rope_cos_sin', 'rotate_half', 'apply_rope', 'KVCache', 'attn_mask', 'Attention', 'MLP',
-           'Block', 'GPT', 'get_config', 'count_params', 'sample_next', 'generate', 'complete', 'get_device',
-           'ModelLoadError', 'default_model_dir', 'resolve_model_dir', 'save_model', 'load_config', 'model_dir_kind',
-           'load_model', 'to_hf', 'load_hf', 'hf_complete']
+           'Block', 'GPT', 'get_config', 'count_params', 'available_memory', 'gib', 'check_fits', 'sample_next',
+           'generate', 'complete', 'get_device', 'ModelLoadError', 'default_model_dir', 'resolve_model_dir',
+           'save_model', 'load_config', 'model_dir_kind', 'load_model', 'to_hf', 'load_hf', 'hf_complete']
 
 # %% ../nbs/01_model.ipynb #e996f36e
 class ConfigError(UserError):
@@ -379,8 +380,34 @@ def get_config(name:str, vocab_size:int|None=None, **overrides) -> GPTConfig:
     return GPTConfig(**{**kw, 'vocab_size': vocab_size or kw['vocab_size']})
 
 def count_params(cfg:GPTConfig, non_embedding:bool=False) -> int:
-    "Parameters of a model with config `cfg`, counted without allocating it (on the meta device)."
-    with torch.device('meta'): return GPT(cfg).num_params(non_embedding)
+    "Parameters of a model with config `cfg`, counted without allocating it: one block, on the meta device."
+    with torch.device('meta'): one = GPT(replace(cfg, n_layer=1))
+    block = sum(p.numel() for p in one.blocks[0].parameters())
+    return one.num_params(non_embedding) + (cfg.n_layer - 1) * block
+
+# %% ../nbs/01_model.ipynb #081f8f61
+def available_memory(device='cpu') -> int:
+    "Bytes `device` can still allocate: free CUDA memory, else the host's available memory."
+    dev = torch.device(device)
+    if dev.type == 'cuda': return torch.cuda.mem_get_info(dev)[0]
+    try:
+        import psutil
+        return psutil.virtual_memory().available
+    except ImportError: return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_AVPHYS_PAGES')
+
+# %% ../nbs/01_model.ipynb #569b2e13
+def gib(n:float) -> str:
+    "`n` bytes, readably."
+    return f'{n / 2**30:,.1f} GiB' if n >= 2**30 else f'{n / 2**20:,.1f} MiB'
+
+def check_fits(cfg:GPTConfig, device='cpu', bytes_per_param:int=4, what:str='the model') -> int:
+    "The estimated bytes of `cfg`'s weights (× `bytes_per_param`); `ConfigError` if `device` lacks them."
+    n = count_params(cfg)
+    need, free = n * bytes_per_param, available_memory(device)
+    if need > free:
+        raise ConfigError(f'{what} would need about {gib(need)} ({n:,} parameters × {bytes_per_param} bytes); '
+                          f'{torch.device(device).type} has {gib(free)} available')
+    return need
 
 # %% ../nbs/01_model.ipynb #32ab40f0
 def sample_next(logits:torch.Tensor, temperature:float=0.0, top_k:int|None=None,
@@ -585,7 +612,7 @@ def model_dir_kind(path) -> str:
 
 # %% ../nbs/01_model.ipynb #3b83c1e6
 def _load_weights(model:GPT, f:Path, device):
-    "Check `f`'s tensors against `model`'s (names and shapes), then put them in it."
+    "Check `f`'s tensors against `model`'s (names, shapes, finite values), then put them in it."
     if not f.exists(): raise ModelLoadError(f'{f}: missing')
     try: sd = load_file(f, device=str(device))
     except Exception as e:
@@ -598,9 +625,18 @@ def _load_weights(model:GPT, f:Path, device):
     bad = [f'{k} is {tuple(sd[k].shape)}, config.json implies {s}'
            for k, s in want.items() if tuple(sd[k].shape) != s]
     if bad: raise ModelLoadError(f'{f}: shapes do not match config.json: {bad[0]}')
+    if broken := next((k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()), None):
+        raise ModelLoadError(f'{f}: weights are not finite (NaN or inf in {broken}): the model is broken')
     model.load_state_dict(sd, strict=False, assign=True)
     # assign replaced tok_emb's parameter
     if model.config.tie_embeddings: model.lm_head.weight = model.tok_emb.weight
+
+def _file_depth(f:Path) -> int|None:
+    "The number of blocks the safetensors file `f` holds, read from its header alone (None if unreadable)."
+    try:
+        with safe_open(f, 'pt') as h: keys = list(h.keys())
+    except Exception: return None
+    return 1 + max((int(k.split('.')[1]) for k in keys if k.startswith('blocks.')), default=-1)
 
 # %% ../nbs/01_model.ipynb #cfeb289f
 def _load_adapter_dir(path:Path, d:dict, device):
@@ -639,9 +675,13 @@ def load_model(path, device='cpu') -> tuple[GPT, MathTokenizer]:
     if d.get('tokenizer', tok.kind) != tok.kind:
         raise ModelLoadError(f'{path/"tokenizer.json"}: a {tok.kind} tokenizer, but config.json says '
                              f'{d["tokenizer"]}')
-    dev = get_device(device)
+    dev, f = get_device(device), path/'model.safetensors'
+    if (depth := _file_depth(f)) is not None and depth != cfg.n_layer:
+        raise ModelLoadError(f'{f}: holds {depth} blocks, but config.json has n_layer={cfg.n_layer}')
+    try: check_fits(cfg, dev, what=f'{path}')
+    except ConfigError as e: raise ModelLoadError(str(e)) from None
     with torch.device('meta'): model = GPT(cfg)
-    _load_weights(model, path/'model.safetensors', dev)
+    _load_weights(model, f, dev)
     return model.eval(), tok
 
 # %% ../nbs/01_model.ipynb #689089dc

@@ -19,7 +19,7 @@ from fastcore.script import call_parse, Param
 import mathnb
 from .core import UserError, atomic_write, load_json, read_jsonl, check_out_dir, run_cli
 from .tokenizer import CharTokenizer, BPETokenizer, MathTokenizer, load_tokenizer
-from .model import (GPT, GPTConfig, ConfigError, get_config, get_device, complete, save_model,
+from .model import (GPT, GPTConfig, ConfigError, get_config, get_device, check_fits, complete, save_model,
                           PRESETS as MODEL_PRESETS)
 from .data import (Task, ArithmeticTask, task_class, task_from_dict, encode_rows, collate, read_prompts,
                          write_jsonl, DataSpecError, IGNORE)
@@ -950,9 +950,10 @@ def _check_start(out:Path, resume:bool, overwrite:bool):
 
 # %% ../nbs/04_training.ipynb #39959a71
 def _new_model(task:Task, tok, model_cfg:GPTConfig, cfg:TrainConfig, data) -> tuple[GPT, GPTConfig]:
-    "A fresh GPT for `tok`'s vocabulary, seeded with `cfg.seed`, once the task's longest rows fit it."
+    "A fresh GPT for `tok`'s vocabulary, seeded with `cfg.seed`, once the task's longest rows and its AdamW state fit."
     model_cfg = replace(model_cfg, vocab_size=tok.vocab_size)
     _fits(task, tok, model_cfg, data.val + getattr(data, 'test', []) + data.rows(0, 256))
+    check_fits(model_cfg, get_device(cfg.device), 16, 'training this model')   # weights, grads, AdamW moments
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
         return GPT(model_cfg), model_cfg
