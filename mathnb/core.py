@@ -111,7 +111,7 @@ def clip(value, n:int=60) -> str:
     "`value` for a message (quoted if text): whole if short, else its two ends and its length."
     try: t = repr(value) if isinstance(value, str) else str(value)
     except ValueError: return f'a number of about {int(value.bit_length() * 0.30103):,} digits'   # past str's limit
-    return t if len(t) <= n else f'{t[:n // 2]}…{t[-(n // 4):]} ({len(t):,} characters)'
+    return t if len(t) <= n else f'{t[:n // 2]}…{t[-(n // 4):]} ({len(str(value)):,} characters)'
 
 # %% ../nbs/00_core.ipynb #31da66b6
 def check_number(name:str, value, lo=None, hi=None, lo_open:bool=False, integer:bool=False):

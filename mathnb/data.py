@@ -12,18 +12,19 @@ from pathlib import Path
 from typing import Iterable, Iterator
 import torch
 from fastcore.script import call_parse, Param
-from .core import UserError, read_jsonl, atomic_write, check_out_dir, run_cli
+import shutil
+from .core import UserError, read_jsonl, atomic_write, check_out_dir, run_cli, normalize_text, clip
 from .tokenizer import MathTokenizer, TokenizerError
-from .model import load_config, ModelLoadError
+from .model import load_config, ModelLoadError, available_memory, gib
 
 # %% auto #0
 __all__ = ['TASKS', 'MIXED', 'FORMATS', 'SAMPLINGS', 'COT_FORMATS', 'ERROR_KINDS', 'TASK_KINDS', 'TASK_MODULES', 'IGNORE',
-           'DataError', 'DataSpecError', 'Problem', 'parse_digits', 'parse_task', 'parse_problem', 'cot_steps',
-           'format_target', 'Completion', 'parse_completion', 'CalcError', 'calc', 'check_step', 'implied_answer',
-           'count_carries', 'make_example', 'ProblemSpec', 'make_splits', 'problem_stream', 'curriculum',
-           'normalize_answer', 'final_answer', 'step_error', 'diagnose', 'Task', 'register_task', 'ArithmeticTask',
-           'cot_summary', 'task_class', 'task_from_dict', 'load_task', 'write_jsonl', 'read_prompts', 'to_dataset',
-           'encode_rows', 'collate', 'write_splits', 'mathnb_data', 'mathnb_data_cli']
+           'DATA_FILES', 'DataError', 'DataSpecError', 'Problem', 'parse_digits', 'parse_task', 'parse_problem',
+           'cot_steps', 'format_target', 'Completion', 'parse_completion', 'CalcError', 'calc', 'check_step',
+           'implied_answer', 'count_carries', 'make_example', 'ProblemSpec', 'make_splits', 'problem_stream',
+           'curriculum', 'normalize_answer', 'final_answer', 'step_error', 'diagnose', 'Task', 'register_task',
+           'ArithmeticTask', 'cot_summary', 'task_class', 'task_from_dict', 'load_task', 'write_jsonl', 'read_prompts',
+           'to_dataset', 'encode_rows', 'collate', 'check_room', 'write_splits', 'mathnb_data', 'mathnb_data_cli']
 
 # %% ../nbs/02_data.ipynb #cefd0951
 class DataError(UserError):
@@ -69,17 +70,17 @@ def parse_task(task:str) -> list[str]:
 
 # %% ../nbs/02_data.ipynb #1ed8a42d
 def parse_problem(text:str, max_digits:int=40) -> Problem:
-    "The `Problem` written in `text` (`658+189=`, spaces and the final `=` optional)."
-    t = str(text).strip()
+    "The `Problem` written in `text` (`658+189=`, spaces and the final `=` optional, any script's digits)."
+    t = normalize_text(text).strip()
     if not t: raise DataSpecError('empty problem: type something like 658+189=')
     m = re.fullmatch(r'(\d+)\s*([-+*])\s*(\d+)\s*=?', t)
     if not m:
         bad = next((f'{c!r} at {i}' for i, c in enumerate(t) if c not in '0123456789+-*= '), None)
         why = f'unexpected {bad}' if bad else 'expected two whole numbers joined by +, - or *'
-        raise DataSpecError(f'cannot read {t!r} as a problem: {why} (example: 658+189=)')
+        raise DataSpecError(f'cannot read {clip(t)} as a problem: {why} (example: 658+189=)')
     a, op, b = m.groups()
     if max(len(a), len(b)) > max_digits:
-        raise DataSpecError(f'{t!r}: operands longer than {max_digits} digits')
+        raise DataSpecError(f'{clip(t)}: operands longer than {max_digits} digits')
     return Problem(int(a), int(b), op)
 
 # %% ../nbs/02_data.ipynb #a55aa4f0
@@ -375,8 +376,8 @@ def curriculum(rows:list[dict], keys=('digits', 'carries')) -> list[dict]:
 _INT = re.compile(r'[+-]?\d+')
 
 def normalize_answer(text:str) -> str:
-    "`text` without spaces; a whole number in canonical form (no leading `+` or zeros, no `-0`)."
-    t = ''.join(str(text).split())
+    "`text` normalized and without spaces; a whole number in canonical form (no leading `+` or zeros, no `-0`)."
+    t = ''.join(normalize_text(text).split())
     if not _INT.fullmatch(t): return t
     sign, digits = ('-' if t[0] == '-' else ''), t.lstrip('+-').lstrip('0')
     return sign + digits if digits else '0'
@@ -594,7 +595,7 @@ def write_jsonl(rows:Iterable[dict], path) -> Path:
 
 def read_prompts(paths:Iterable) -> set[str]:
     "The set of prompts in the JSONL files `paths` (exclusion lists)."
-    return {r['prompt'] for p in paths for r in read_jsonl(p, required=('prompt',))}
+    return {normalize_text(r['prompt']) for p in paths for r in read_jsonl(p, required=('prompt',))}
 
 def to_dataset(rows:list[dict]):
     "Rows as a Hugging Face `datasets.Dataset`."
@@ -621,13 +622,35 @@ def collate(pairs:list[tuple[list[int], list[int]]], pad_id:int=0, pad_to:int|No
     return dict(input_ids=x, labels=y)
 
 # %% ../nbs/02_data.ipynb #cbcd04f9
+def check_room(spec:ProblemSpec, n:int, out:Path):
+    "Refuse, with the estimates, `n` rows of `spec` that would not fit in memory or on the disk under `out`."
+    rows = [make_example(spec.sample(random.Random(i)), spec.fmt) for i in range(64)]
+    line = sum(len(json.dumps(r)) + 1 for r in rows) / len(rows)
+    obj = sum(sys.getsizeof(r) + sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in r.items())
+              for r in rows) / len(rows)
+    disk, mem = n * line * 1.1, n * (obj + 2 * line)              # a JSON copy while writing, the prompt set
+    where = next(p for p in [out, *out.parents] if p.exists())
+    if mem > available_memory():
+        raise DataSpecError(f'{n:,} rows would need about {gib(mem)} of memory; {gib(available_memory())} '
+                            'is available')
+    if disk > shutil.disk_usage(where).free:
+        raise DataSpecError(f'{n:,} rows would need about {gib(disk)} on disk; {where} has '
+                            f'{gib(shutil.disk_usage(where).free)} free')
+
+DATA_FILES = ('train.jsonl', 'val.jsonl', 'test.jsonl', 'spec.json')
+
 def write_splits(out, spec:ProblemSpec, n_train=3000, n_val=500, n_test=2000, seed=0, exclude=(),
-                 order='random', test_sampling:str='uniform') -> dict:
-    "Make splits for `spec` and write them to the folder `out`; returns the splits."
+                 order='random', test_sampling:str='uniform', overwrite:bool=False) -> dict:
+    "Make splits for `spec` and write them to the folder `out` (refusing to replace data without `overwrite`)."
     out = check_out_dir(out)
+    if not overwrite and (old := [f for f in DATA_FILES if (out/f).exists()]):
+        raise DataSpecError(f'{out} already holds {", ".join(old)}: add --overwrite to replace it')
     if order not in ('random', 'curriculum'):
         raise DataSpecError(f'unknown order {order!r}: choose random or curriculum')
     test_spec = ProblemSpec(spec.task, spec.digits, spec.fmt, spec.balance_carries, test_sampling)
+    for name, n in [('n_train', n_train), ('n_val', n_val), ('n_test', n_test)]:
+        if n < 0: raise DataSpecError(f'{name} must be >= 0, got {n}')
+    check_room(spec, n_train + n_val + n_test, out)
     splits = make_splits(spec, n_train, n_val, n_test, seed, read_prompts(exclude), test_spec)
     if order == 'curriculum': splits['train'] = curriculum(splits['train'])
     for k, rows in splits.items(): write_jsonl(rows, out/f'{k}.jsonl')
@@ -653,10 +676,11 @@ def mathnb_data(
     test_sampling:str='uniform',
     order:str='random',          # order of training rows: random or curriculum
     out:str='data/add3',         # output folder
+    overwrite:bool=False,        # replace the data already in --out
 ):
     "Generate arithmetic train/val/test splits as JSONL."
     spec = ProblemSpec(task, digits, format, balance_carries, sampling)
-    splits = write_splits(out, spec, n_train, n_val, n_test, seed, exclude or [], order, test_sampling)
+    splits = write_splits(out, spec, n_train, n_val, n_test, seed, exclude or [], order, test_sampling, overwrite)
     print(f"wrote {', '.join(f'{len(v)} {k}' for k, v in splits.items())} rows of {task} {digits}-digit "
           f"{format} to {out}")
 
