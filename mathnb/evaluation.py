@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 import torch
 from fastcore.script import call_parse, Param
-from .core import UserError, read_jsonl, read_text, check_out_dir, run_cli
+from .core import UserError, read_jsonl, read_text, check_out_dir, run_cli, normalize_text, check_number
 from .tokenizer import MathTokenizer, TokenizerError
 from .model import GPT, ConfigError, complete, load_model, get_device, resolve_model_dir
 from .data import Task, load_task, write_jsonl, encode_rows, collate, DataError, IGNORE
@@ -250,9 +250,10 @@ def _check_prompt(prompt:str, tok:MathTokenizer, block_size:int|None, where:str)
 
 # %% ../nbs/03_evaluation.ipynb #27c7d337
 def read_eval_rows(path, tok:MathTokenizer|None=None, block_size:int|None=None) -> list[dict]:
-    "Rows with string `prompt` and `answer` from JSONL `path`, checked against `tok` and the `block_size`."
+    "Rows with string `prompt` and `answer` (normalized) from JSONL `path`, checked against `tok` and `block_size`."
     path = Path(path)
-    rows = read_jsonl(path, required=('prompt', 'answer'))
+    rows = [{**r, 'prompt': normalize_text(r['prompt']), 'answer': normalize_text(r['answer'])}
+            for r in read_jsonl(path, required=('prompt', 'answer'))]
     if not rows: raise DataError(f'{path}: no rows')
     lines = [i for i, l in enumerate(read_text(path).split('\n'), 1) if l.strip()]
     if tok is None: return rows
@@ -267,7 +268,7 @@ def _device(device):
 # %% ../nbs/03_evaluation.ipynb #1a3f7970
 def _check_eval_args(model:str|None, batch_size:int):
     if not model: raise UserError('--model DIR is required (a model directory written by mathnb-train)')
-    if batch_size < 1: raise UserError(f'--batch-size must be >= 1, got {batch_size}')
+    check_number('--batch-size', batch_size, 1, integer=True)
 
 # %% ../nbs/03_evaluation.ipynb #c23b47e4
 def _preds_path(model:str, data:Path, out:str|None) -> Path:
