@@ -4,13 +4,14 @@
 
 # %% ../nbs/00_core.ipynb #050d6e36
 from __future__ import annotations
-import json, math, os, sys, tempfile, unicodedata
+import json, math, os, socket, sys, tempfile, unicodedata
+from urllib.parse import urlparse
 from pathlib import Path
 from typing import Callable, Iterable
 
 # %% auto #0
 __all__ = ['UserError', 'parse_json', 'read_text', 'load_json', 'read_jsonl', 'atomic_write', 'check_out_dir', 'normalize_text',
-           'clip', 'check_number', 'run_cli']
+           'clip', 'check_number', 'hub_reachable', 'need_hub', 'run_cli']
 
 # %% ../nbs/00_core.ipynb #ab9e42e2
 class UserError(ValueError):
@@ -125,6 +126,21 @@ def check_number(name:str, value, lo=None, hi=None, lo_open:bool=False, integer:
     if lo is not None and (value <= lo if lo_open else value < lo): raise UserError(f'{want}, got {clip(value)}')
     if hi is not None and value > hi: raise UserError(f'{want}, got {clip(value)}')
     return value
+
+# %% ../nbs/00_core.ipynb #ca2be252
+def hub_reachable(timeout:float=3.0) -> bool:
+    "Whether the Hugging Face hub (`HF_ENDPOINT`, default huggingface.co) can be reached now."
+    if os.environ.get('HF_HUB_OFFLINE', '').strip().lower() in ('1', 'true', 'yes', 'on'): return False
+    url = urlparse(os.environ.get('HF_ENDPOINT') or 'https://huggingface.co')
+    try: socket.create_connection((url.hostname, url.port or (80 if url.scheme == 'http' else 443)), timeout).close()
+    except (OSError, ValueError, TypeError): return False
+    return True
+
+def need_hub(what:str):
+    "`UserError` at once if `what` must come from the hub and the hub cannot be reached."
+    if not hub_reachable():
+        raise UserError(f'{what}: not found locally, and the Hugging Face hub cannot be reached '
+                        '(offline, or HF_HUB_OFFLINE is set)')
 
 # %% ../nbs/00_core.ipynb #006eda99
 def _undash(arg:str) -> str:

@@ -19,7 +19,7 @@ from safetensors.torch import save_file, load_file
 
 import mathnb
 from . import __version__
-from .core import UserError, atomic_write, load_json
+from .core import UserError, atomic_write, load_json, need_hub
 from .tokenizer import MathTokenizer, CharTokenizer, TokenizerError, load_tokenizer
 
 # %% auto #0
@@ -726,6 +726,7 @@ def load_hf(path, device='cpu', tokenizer=None, **from_pretrained_kw):
 
     The tokenizer is `tokenizer` if given, else the folder's (see `_hf_tokenizer`)."""
     dev = get_device(device)
+    if not Path(path).exists(): need_hub(f'{path}')   # a hub id, not a folder here
     try:
         from transformers import AutoModelForCausalLM
         tok = _hf_tokenizer(path) if tokenizer is None else tokenizer
