@@ -33,6 +33,7 @@ __all__ = ['PRESETS', 'NO_MODEL', 'ConfigError', 'GPTConfig', 'HookPoint', 'RMSN
 class ConfigError(UserError):
     "A model configuration that cannot be built: an unknown choice, a shape that does not divide, bad device."
 
+_MAX_DIM = 2**31 - 1    # no dimension of a model anyone can build is larger
 _CHOICES = dict(norm=('layernorm', 'rmsnorm'), mlp=('gelu', 'swiglu'),
                 pos=('learned', 'sinusoidal', 'rope', 'none'))
 
@@ -66,6 +67,7 @@ class GPTConfig:
             v = getattr(self, k)
             if not (v is None and k in ('n_kv_head', 'd_ff', 'window')) and (type(v) is not int or v < 1):
                 raise ConfigError(f'{k}={v!r}: must be a positive integer')
+            if v is not None and v > _MAX_DIM: raise ConfigError(f'{k}={v}: too large (at most {_MAX_DIM:,})')
         if self.n_embd % self.n_head:
             raise ConfigError(f'n_embd={self.n_embd} is not divisible by n_head={self.n_head}')
         if self.n_head % self.kv_heads:
@@ -75,8 +77,10 @@ class GPTConfig:
         if self.pos == 'sinusoidal' and self.n_embd % 2:
             raise ConfigError(f'sinusoidal positions need an even n_embd, got {self.n_embd}')
         for k in ('mlp_ratio', 'rope_theta', 'norm_eps'):
-            if type(getattr(self, k)) not in (int, float) or getattr(self, k) <= 0:
-                raise ConfigError(f'{k}={getattr(self, k)!r}: must be a positive number')
+            v = getattr(self, k)
+            if type(v) not in (int, float) or not (0 < v < math.inf):
+                raise ConfigError(f'{k}={v!r}: must be a positive finite number')
+        if self.ff_dim > _MAX_DIM: raise ConfigError(f'MLP size {self.ff_dim:,} (mlp_ratio × n_embd): too large')
         for k in ('prenorm', 'bias', 'tie_embeddings'):
             if type(getattr(self, k)) is not bool:
                 raise ConfigError(f'{k}={getattr(self, k)!r}: must be true or false')
