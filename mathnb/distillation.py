@@ -21,8 +21,8 @@ from .training import (TrainConfig, TaskData, TrainingError, train, lm_loss, pre
 
 # %% auto #0
 __all__ = ['KD_LOSSES', 'KD_DEFAULTS', 'EXPERIMENT_METHODS', 'STUDENT', 'divergence', 'teacher_logp', 'mix_logp', 'kd_loss',
-           'Teacher', 'load_teacher', 'Distiller', 'mathnb_distill', 'mathnb_distill_cli', 'distill_run',
-           'summarize_runs', 'results_markdown', 'plot_distillation', 'distill_experiment']
+           'Teacher', 'load_teacher', 'Distiller', 'read_distill_settings', 'mathnb_distill', 'mathnb_distill_cli',
+           'distill_run', 'summarize_runs', 'results_markdown', 'plot_distillation', 'distill_experiment']
 
 # %% ../nbs/05_distillation.ipynb #da34c23a
 KD_LOSSES = ('fkl', 'rkl', 'jsd', 'skl', 'tvd')
@@ -134,9 +134,17 @@ def _teacher_tokenizer(path:Path) -> MathTokenizer:
         raise UserError(f'--teacher {path}: a Hugging Face model without a mathnb tokenizer.json ({e}); '
                         'save one beside it with tok.save(dir)') from None
 
+# %% ../nbs/05_distillation.ipynb #92a99042
+def _merged(net:nn.Module, path:Path) -> nn.Module:
+    "`net`, or for a base with a LoRA adapter (a peft model) the `GPT` with the adapter merged in."
+    if isinstance(net, GPT) or not hasattr(net, 'merge_and_unload'): return net
+    try: return net.merge_and_unload()
+    except Exception as e:
+        raise UserError(f'--teacher {path}: cannot merge its adapter ({str(e).splitlines()[0]})') from None
+
 # %% ../nbs/05_distillation.ipynb #0cefae66
 def load_teacher(path, device='cpu') -> Teacher:
-    "The teacher in directory `path`: a mathnb model directory or a local Hugging Face causal LM."
+    "The teacher in directory `path`: a mathnb model or adapter (merged), or a local Hugging Face causal LM."
     path = Path(path)
     if not path.is_dir(): raise UserError(f'--teacher {path}: not a model directory')
     try:
@@ -144,7 +152,7 @@ def load_teacher(path, device='cpu') -> Teacher:
             net, tok = load_hf(path, device, _teacher_tokenizer(path), attn_implementation='eager')
         else: net, tok = load_model(path, device)
     except ModelLoadError as e: raise UserError(f'--teacher {path}: cannot load ({e})') from None
-    return Teacher(net, tok, str(path))
+    return Teacher(_merged(net, path), tok, str(path))
 
 # %% ../nbs/05_distillation.ipynb #30ccd920
 def _default_map(n_s:int, n_t:int) -> dict:
@@ -396,6 +404,46 @@ def _build(kd:dict, model_cfg:GPTConfig, tok:MathTokenizer, out:Path, device, se
                      seq_kd=kd['seq_kd'], lmbda=kd['on_policy'],
                      cache=out/'seq_kd.jsonl' if kd['seq_kd'] else None, seed=seed)
 
+# %% ../nbs/05_distillation.ipynb #3da21381
+_KD_KINDS = dict(teacher='paths', weights='numbers?', mix='str', loss='str', beta='number?',   # '?': or null
+                 temperature='number', alpha='number', top_k='int?', hidden_weight='number',
+                 hidden_loss='str', attn_weight='number', contrastive_weight='number', seq_kd='bool',
+                 on_policy='number')
+_KD_CHECKS = dict(
+    str=(lambda v: isinstance(v, str), 'a string'),
+    number=(lambda v: type(v) in (int, float) and math.isfinite(v), 'a finite number'),
+    int=(lambda v: type(v) is int, 'a whole number'),
+    bool=(lambda v: type(v) is bool, 'true or false'),
+    numbers=(lambda v: isinstance(v, list) and all(_KD_CHECKS['number'][0](w) for w in v),
+             'a list of numbers'),
+    paths=(lambda v: isinstance(v, list) and bool(v) and all(isinstance(t, str) for t in v),
+           'a list of teacher directories'))
+
+# %% ../nbs/05_distillation.ipynb #6e98a4b2
+def _field_problem(kd:dict, k:str) -> str|None:
+    "What is wrong with field `k` of the distillation settings `kd` (missing, unknown, wrong kind), or None."
+    if k not in _KD_KINDS: return 'unknown field'
+    if k not in kd: return 'missing'
+    kind = _KD_KINDS[k]
+    if kind.endswith('?') and kd[k] is None: return None
+    ok, want = _KD_CHECKS[kind.rstrip('?')]
+    if ok(kd[k]): return None
+    return f'{kd[k]!r:.60} is not {want}' + (' (nor null)' if kind.endswith('?') else '')
+
+# %% ../nbs/05_distillation.ipynb #a8497876
+def read_distill_settings(path) -> dict:
+    "A run's distillation settings from `path` (its `distill.json`), each field checked by kind and range."
+    f = Path(path)
+    if not f.exists(): raise TrainingError(f'{f}: missing; cannot resume')
+    kd = load_json(f, 'distillation settings')
+    for k in [*_KD_KINDS, *sorted(kd.keys() - _KD_KINDS.keys())]:
+        if why := _field_problem(kd, k): raise TrainingError(f'{f}: field {k!r:.60}: {why}; cannot resume')
+    w = [1.0] * len(kd['teacher']) if kd['weights'] is None else kd['weights']
+    try: _check_settings(kd['teacher'], w, kd['mix'], kd['loss'], kd['beta'], kd['temperature'], kd['alpha'],
+                         kd['top_k'], kd['hidden_loss'], kd['on_policy'], kd['seq_kd'])
+    except UserError as e: raise TrainingError(f'{f}: {e}; cannot resume') from None
+    return kd
+
 # %% ../nbs/05_distillation.ipynb #56b5099e
 def _resume_kd(out:Path, kd:dict, steps, device, quiet:bool, given:dict, exclude) -> tuple:
     "The distillation settings, task, model and training configs, preset and exclusions of the run in `out`."
@@ -405,8 +453,7 @@ def _resume_kd(out:Path, kd:dict, steps, device, quiet:bool, given:dict, exclude
     if exclude:
         raise UserError(f'--resume continues the run in {out} with its own exclusions; drop --exclude')
     if not has_checkpoint(out): raise TrainingError(f'nothing to resume: no checkpoint in {out}')
-    if not (out/'distill.json').exists(): raise TrainingError(f'{out/"distill.json"}: missing; cannot resume')
-    kd = load_json(out/'distill.json', 'distillation settings')
+    kd = read_distill_settings(out/'distill.json')
     task, mc, cfg, preset, excl = resume_parts(out, steps)
     cfg = replace(cfg, progress=not quiet, **({'device': device} if device else {}))
     return kd, task, mc, cfg, preset, excl
@@ -455,7 +502,7 @@ def mathnb_distill(
             if default_model_dir() is None:
                 raise UserError('--teacher DIR is required (no pretrained model ships here)')
             kd['teacher'] = [str(default_model_dir())]
-        task, mc, cfg = preset_parts(preset, **given, **({'steps': steps} if steps else {}),
+        task, mc, cfg = preset_parts(preset, **given, **({'steps': steps} if steps is not None else {}),
                                      **({'device': device} if device else {}), progress=not quiet)
         if missing := [f for f in exclude or [] if not Path(f).is_file()]:
             raise UserError(f'--exclude {missing[0]}: no such file')
