@@ -18,7 +18,7 @@ def cli(name:str) -> list[str]:
 
 
 def run_cli(name:str, *args, check:bool=False, timeout:int=300, **kw) -> subprocess.CompletedProcess:
-    env = {**os.environ, 'PYTHONIOENCODING': 'utf-8'}
+    env = {**os.environ, 'PYTHONIOENCODING': 'utf-8', **kw.pop('env', {})}
     r = subprocess.run(cli(name) + [str(a) for a in args], capture_output=True, text=True, encoding='utf-8', env=env,
                        timeout=timeout, **kw)
     if check: assert r.returncode == 0, r.stderr

@@ -143,3 +143,147 @@ def test_jsonl_reader_never_crashes(tmp_path_factory, data):
     try: rows = read_jsonl(f, required=('prompt',))
     except UserError as e: assert str(e).startswith(str(f)), e
     else: assert all(isinstance(r, dict) and isinstance(r['prompt'], str) for r in rows)
+
+
+# ---- models, data and typed text from any user (the second reliability pass) ----
+
+def snapshot(d:Path) -> dict:
+    "Every file under `d` with its bytes and modification time: what 'nothing written' compares."
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(Path(d).rglob('*')) if p.is_file()}
+
+def copy_model(src, dst, edit_model=None, weights=None) -> Path:
+    shutil.copytree(src, dst)
+    if edit_model:
+        c = json.loads((dst/'config.json').read_text())
+        c['model'].update(edit_model)
+        (dst/'config.json').write_text(json.dumps(c))
+    if weights:
+        from safetensors.torch import load_file, save_file
+        save_file({k: weights(v) for k, v in load_file(dst/'model.safetensors').items()}, dst/'model.safetensors')
+    return dst
+
+@pytest.fixture(scope='module')
+def nan_model(model_dir, tmp_path_factory):
+    return copy_model(model_dir, tmp_path_factory.mktemp('nan')/'m', weights=lambda v: v * float('nan'))
+
+@pytest.mark.parametrize('cmd', ['solve', 'eval', 'chat', 'probe', 'distill', 'bench'])
+def test_a_model_with_nan_weights_is_broken(nan_model, tmp_path, cmd):
+    "NaN weights used to answer 'no answer' with exit 0 (or crash in sklearn): now one line, before anything is written."
+    args = {'solve': ['--model', nan_model, '12+34'], 'eval': ['--model', nan_model, '--out', tmp_path/'o'/'p.jsonl'],
+            'chat': ['--model', nan_model], 'probe': ['--model', nan_model, '--out', tmp_path/'o'],
+            'distill': ['--teacher', nan_model, '--out', tmp_path/'o', '--steps', '5'],
+            'bench': ['--model', nan_model, '--dataset', 'gsm8k', '--n', '2', '--out', tmp_path/'o'/'p.jsonl']}[cmd]
+    before = snapshot(nan_model)
+    assert_user_error(run_cli(f'mathnb-{cmd}', *args, input='12+34\n'), 'weights are not finite', 'the model is broken')
+    assert not (tmp_path/'o').exists() and snapshot(nan_model) == before
+
+@pytest.mark.parametrize('edit,msg', [
+    ({'n_layer': 10**12}, 'n_layer=1000000000000: too large'),
+    ({'n_layer': 20_000}, 'holds 2 blocks, but config.json has n_layer=20000'),
+    ({'n_embd': 2**24, 'n_head': 1}, 'would need about'),
+    ({'mlp_ratio': 1e300}, 'MLP size'),
+])
+@pytest.mark.parametrize('cmd', ['solve', 'eval'])
+def test_oversized_configs_are_refused_by_estimate(model_dir, tmp_path, edit, msg, cmd):
+    "A small config.json asking for a huge model is refused in seconds, before anything is allocated or written."
+    import time
+    d = copy_model(model_dir, tmp_path/'m', edit_model=edit)
+    t0 = time.time()
+    args = ['12+34'] if cmd == 'solve' else ['--out', tmp_path/'o'/'p.jsonl']
+    assert_user_error(run_cli(f'mathnb-{cmd}', '--model', d, *args, timeout=60), msg)
+    assert time.time() - t0 < 30 and not (tmp_path/'o').exists()
+
+def test_training_a_model_that_cannot_fit_is_refused(tmp_path):
+    assert_user_error(train('--out', tmp_path/'m', '--set', 'n_layer=100000000', '--steps', '5'),
+                      'training this model would need about', 'available')
+    assert not (tmp_path/'m').exists()
+
+def test_data_requests_are_refused_by_estimate(tmp_path):
+    r = run_cli('mathnb-data', '--digits', '12', '--n-train', '1000000000000', '--out', tmp_path/'d', timeout=60)
+    assert_user_error(r, '1,000,000,002,500 rows would need about')
+    assert not (tmp_path/'d').exists()
+
+def test_data_is_not_replaced_without_overwrite(tmp_path):
+    d = tmp_path/'d'
+    run_cli('mathnb-data', '--digits', '2', '--n-train', '50', '--n-val', '5', '--n-test', '5', '--out', d, check=True)
+    before = snapshot(d)
+    assert_user_error(run_cli('mathnb-data', '--digits', '3', '--n-train', '60', '--out', d), 'already holds',
+                      '--overwrite')
+    assert snapshot(d) == before
+    run_cli('mathnb-data', '--digits', '2', '--n-train', '60', '--n-val', '5', '--n-test', '5', '--out', d,
+            '--overwrite', check=True)
+    assert len((d/'train.jsonl').read_text().splitlines()) == 60
+
+def test_a_huge_operand_gets_a_short_message(model_dir):
+    err = assert_user_error(run_cli('mathnb-solve', '--model', model_dir, '1' * 10_000 + '+1'), 'longer than 40 digits')
+    assert len(err) < 200 and '(10,002 characters)' in err
+
+@pytest.mark.parametrize('typed', ['12+34', '１２+３４', '١٢+٣٤', '१२+३४'])
+def test_digits_of_any_script_read_alike(model_dir, tmp_path, typed):
+    "One rule (NFKC, then any script's digits to ASCII) in solve, eval and chat."
+    plain = run_cli('mathnb-solve', '--model', model_dir, '12+34', check=True).stdout
+    assert run_cli('mathnb-solve', '--model', model_dir, typed, check=True).stdout == plain
+    f = tmp_path/'rows.jsonl'
+    f.write_text(json.dumps({'prompt': typed + '=', 'answer': '٤٦'}, ensure_ascii=False) + '\n', encoding='utf-8')
+    r = run_cli('mathnb-eval', '--model', model_dir, '--data', f, '--out', tmp_path/'p.jsonl', check=True)
+    assert '(1 problems)' in r.stdout
+    r = run_cli('mathnb-chat', '--model', model_dir, input=typed + '\n', check=True)
+    assert '46' in r.stdout
+
+@pytest.mark.parametrize('args,msg', [
+    (['--temperature', 'nan'], '--temperature must be a number >= 0, got nan'),
+    (['--temperature', 'inf'], '--temperature must be a number >= 0, got inf'),
+    (['--temperature', '-1'], '--temperature must be a number >= 0, got -1'),
+    (['--max-new-tokens', '-3'], '--max-new-tokens must be an integer >= 1, got -3'),
+    (['--max-new-tokens', '0'], '--max-new-tokens must be an integer >= 1, got 0'),
+])
+def test_chat_options(model_dir, args, msg):
+    assert_user_error(run_cli('mathnb-chat', '--model', model_dir, *args, input='12+34\n'), msg)
+
+@pytest.mark.parametrize('args,msg', [
+    (['--max-new-tokens', '0'], '--max-new-tokens must be an integer >= 1, got 0'),
+    (['--batch-size', '0'], '--batch-size must be an integer >= 1, got 0'),
+    (['--n', '0'], '--n must be an integer >= 1, got 0'),
+])
+def test_bench_options(model_dir, tmp_path, args, msg):
+    assert_user_error(run_cli('mathnb-bench', '--model', model_dir, '--dataset', 'gsm8k', *args,
+                              '--out', tmp_path/'p.jsonl'), msg)
+    assert not (tmp_path/'p.jsonl').exists()
+
+def test_offline_hub_fails_fast(model_dir, tmp_path):
+    "No retry noise before the error: one line at once when the hub cannot be reached."
+    env = {'HF_HUB_OFFLINE': '1'}
+    r = run_cli('mathnb-bench', '--gold', '--dataset', 'gsm8k', '--hub', '--data-dir', tmp_path, '--n', '2',
+                '--out', tmp_path/'p.jsonl', env=env, timeout=60)
+    assert_user_error(r, 'the Hugging Face hub cannot be reached')
+    r = run_cli('mathnb-lora', '--base', 'no-such-org/no-such-model', '--out', tmp_path/'l', '--steps', '2',
+                env=env, timeout=60)
+    assert_user_error(r, 'the Hugging Face hub cannot be reached')
+    assert not (tmp_path/'l').exists()
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_config_json_loads_or_names_the_field(model_dir, tmp_path_factory, data):
+    "Arbitrary JSON in a model's config.json loads or gives one line naming the file, within bounded time and memory."
+    import resource, time
+    from mathnb.core import UserError
+    from mathnb.model import load_model
+    leaf = st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=6)
+    value = st.recursive(leaf, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=4), c, max_size=3),
+                         max_leaves=6)
+    c = json.loads((model_dir/'config.json').read_text())
+    keys = sorted(c['model'])
+    how = data.draw(st.sampled_from(['field', 'drop', 'add', 'section', 'whole']))
+    if how == 'field': c['model'][data.draw(st.sampled_from(keys))] = data.draw(value)
+    if how == 'drop': del c['model'][data.draw(st.sampled_from(keys))]
+    if how == 'add': c['model'][data.draw(st.text(max_size=8))] = data.draw(value)
+    if how == 'section': c[data.draw(st.sampled_from(['model', 'task', 'tokenizer', 'adapter']))] = data.draw(value)
+    if how == 'whole': c = data.draw(value)
+    d = tmp_path_factory.mktemp('cfg')
+    for f in ('tokenizer.json', 'model.safetensors'): shutil.copy(model_dir/f, d/f)
+    (d/'config.json').write_text(json.dumps(c, allow_nan=True))
+    rss, t0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.time()
+    try: load_model(d)
+    except UserError as e: assert '\n' not in str(e) and str(d) in str(e), e
+    assert time.time() - t0 < 10
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss < 500_000        # KiB
