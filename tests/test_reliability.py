@@ -287,3 +287,11 @@ def test_config_json_loads_or_names_the_field(model_dir, tmp_path_factory, data)
     except UserError as e: assert '\n' not in str(e) and str(d) in str(e), e
     assert time.time() - t0 < 10
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss < 500_000        # KiB
+
+def test_two_training_runs_are_bitwise_equal(tmp_path):
+    "The same command with the same seed gives the same weights, byte for byte, and the same losses."
+    for name in ('a', 'b'):
+        train('--out', tmp_path/name, '--steps', '12', *TINY, 'n_layer=1', 'n_embd=32', check=True)
+    assert (tmp_path/'a'/'model.safetensors').read_bytes() == (tmp_path/'b'/'model.safetensors').read_bytes()
+    loss = lambda d: [json.loads(l).get('loss') for l in (d/'metrics.jsonl').read_text().splitlines()]
+    assert loss(tmp_path/'a') == loss(tmp_path/'b')
