@@ -7,7 +7,7 @@ from __future__ import annotations
 import json, re
 from pathlib import Path
 from typing import Iterable
-from .core import UserError, load_json, atomic_write
+from .core import UserError, load_json, atomic_write, clip
 
 # %% auto #0
 __all__ = ['SPECIAL_TOKENS', 'MATH_ALPHABET', 'train_bpe', 'TokenizerError', 'MathTokenizer', 'CharTokenizer', 'BPETokenizer',
@@ -58,7 +58,7 @@ class MathTokenizer:
     def __repr__(self): return f'{type(self).__name__}(vocab_size={self.vocab_size})'
 
 # %% ../nbs/00_tokenizer.ipynb #78af8f4b
-def _where(text, i, ch): return f'{ch!r} at {i} in {text!r}'
+def _where(text, i, ch): return f'{ch!r} at {i} in {clip(text)}'
 
 class CharTokenizer(MathTokenizer):
     "One token per character of `alphabet`, after the special tokens."
