@@ -660,6 +660,8 @@ def _load_adapter_dir(path:Path, d:dict, device):
     try: pm = PeftModel.from_pretrained(model, str(path))
     except Exception as e:
         raise ModelLoadError(f'{path}: cannot apply the adapter ({str(e).splitlines()[0]})') from None
+    if broken := next((n for n, p in pm.named_parameters() if 'lora_' in n and not torch.isfinite(p).all()), None):
+        raise ModelLoadError(f'{path}: adapter weights are not finite (NaN or inf in {broken}): the model is broken')
     return pm.to(get_device(device)).eval(), tok
 
 # %% ../nbs/01_model.ipynb #56202899

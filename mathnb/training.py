@@ -29,12 +29,12 @@ from .evaluation import evaluate
 # %% auto #0
 __all__ = ['PEAK_FLOPS', 'TRAIN_PRESETS', 'TrainConfig', 'DataSource', 'epoch_order', 'TaskData', 'lr_at', 'lm_loss',
            'next_token_loss', 'make_optimizer', 'TrainingError', 'trainable_state', 'save_checkpoint',
-           'read_checkpoint_state', 'load_checkpoint', 'rank_and_world', 'is_main', 'job_store', 'init_distributed',
-           'close_distributed', 'all_sum', 'barrier', 'validate', 'Loggers', 'LossModule', 'forward_backward',
-           'memory_estimate', 'memory_report', 'flops_per_token', 'peak_flops', 'Meter', 'Stopped',
-           'set_grad_checkpointing', 'train', 'read_metrics', 'plot_loss', 'plot_accuracy', 'save_curves', 'preset_for',
-           'task_fields', 'preset_parts', 'task_tokenizer', 'has_checkpoint', 'run_training', 'parse_set',
-           'resume_parts', 'run_summary', 'mathnb_train', 'mathnb_train_cli']
+           'read_checkpoint_state', 'check_checkpoint', 'load_checkpoint', 'rank_and_world', 'is_main', 'job_store',
+           'init_distributed', 'close_distributed', 'all_sum', 'barrier', 'validate', 'Loggers', 'LossModule',
+           'forward_backward', 'memory_estimate', 'memory_report', 'flops_per_token', 'peak_flops', 'Meter', 'Stopped',
+           'set_grad_checkpointing', 'train_modules', 'train', 'read_metrics', 'plot_loss', 'plot_accuracy',
+           'save_curves', 'preset_for', 'task_fields', 'preset_parts', 'task_tokenizer', 'has_checkpoint',
+           'run_training', 'parse_set', 'resume_parts', 'run_summary', 'mathnb_train', 'mathnb_train_cli']
 
 # %% ../nbs/04_training.ipynb #f1ac54da
 @dataclass
@@ -336,13 +336,24 @@ def _read_tensors(path:Path) -> tuple[dict, dict]:
         raise TrainingError(f'{path}: unreadable checkpoint ({str(e).splitlines()[0]})') from None
 
 # %% ../nbs/04_training.ipynb #d14b6f7d
-def _load_params(modules:dict, sd:dict, path:Path):
-    "Copy the saved tensors `sd` into `modules`' trainable tensors, if their names and shapes match."
-    live = trainable_state(modules)
-    want = {k: list(v.shape) for k, v in live.items()}
+def _check_fit(modules:dict, sd:dict, path:Path):
+    "A `TrainingError` unless the saved tensors `sd` have the names and shapes of `modules`' trainable tensors."
+    want = {k: list(v.shape) for k, v in trainable_state(modules).items()}
     if want != {k: list(v.shape) for k, v in sd.items()}:
         raise TrainingError(f'{path/"model.safetensors"}: its tensors do not fit this model '
                             '(a different config?)')
+
+def check_checkpoint(path, modules:dict) -> dict:
+    "The state of checkpoint `path` once its tensor files are read and fit `modules`; else a `TrainingError`."
+    state = read_checkpoint_state(path)
+    sd, _ = _read_tensors(Path(state['_dir']))
+    _check_fit(modules, sd, Path(state['_dir']))
+    return state
+
+def _load_params(modules:dict, sd:dict, path:Path):
+    "Copy the saved tensors `sd` into `modules`' trainable tensors, if their names and shapes match."
+    live = trainable_state(modules)
+    _check_fit(modules, sd, path)
     with torch.no_grad():
         for k, p in live.items(): p.copy_(sd[k])
 
@@ -658,9 +669,13 @@ def _wrap(model:nn.Module, loss_fn, cfg:TrainConfig, dev:torch.device) -> nn.Mod
                find_unused_parameters=loss_fn is not next_token_loss)
 
 # %% ../nbs/04_training.ipynb #75e6f048
+def train_modules(model:nn.Module, loss_fn=None) -> dict:
+    "The modules a run trains and checkpoints: the model, and the loss if it has parameters of its own."
+    return {'model': model, **({'loss': loss_fn} if isinstance(loss_fn, nn.Module) else {})}
+
 def _setup(model:nn.Module, loss_fn, cfg:TrainConfig, dev:torch.device) -> tuple[dict, torch.optim.AdamW]:
     "The modules to train and save (the model, and a loss with parameters) on `dev`, and their optimizer."
-    modules = {'model': model, **({'loss': loss_fn} if isinstance(loss_fn, nn.Module) else {})}
+    modules = train_modules(model, loss_fn)
     for m in modules.values(): m.to(dev).train()
     set_grad_checkpointing(model, cfg.grad_checkpointing)
     return modules, make_optimizer([p for m in modules.values() for p in m.parameters()], cfg)
@@ -981,6 +996,7 @@ def run_training(task:Task, model_cfg:GPTConfig, cfg:TrainConfig, out, exclude=(
     if model is None: model, model_cfg = _new_model(task, tok, model_cfg, cfg, data)
     run = dict(preset=preset, task=task.to_dict(), model=asdict(model_cfg) if model_cfg else None, train=cfg.to_dict(),
                exclude=[str(e) for e in exclude])
+    if resume: check_checkpoint(out/'checkpoint', train_modules(model, loss_fn))     # before anything is written
     _start_run(out, data, tok, run, overwrite, resume)
     T = data.batch(0, min(cfg.batch_size, 256))['input_ids'].shape[1]
     _announce(log, model, task, cfg, data, T)
@@ -1093,7 +1109,7 @@ def mathnb_train(
     if resume or restart:
         t, mc, cfg, preset, excl = _resume(out, steps, device, quiet, given, exclude, tokenizer)
     else:
-        t, mc, cfg = preset_parts(preset, task, **given, **({'steps': steps} if steps else {}),
+        t, mc, cfg = preset_parts(preset, task, **given, **({'steps': steps} if steps is not None else {}),
                                   **({'device': device} if device else {}), progress=not quiet)
         excl = exclude or []
     try: res = run_training(t, mc, cfg, out, excl, resume or restart, overwrite, preset, tokenizer=tokenizer)

@@ -72,17 +72,11 @@ def test_resume_with_damaged_checkpoint(run, tmp_path, damage, msg):
     d, before = damaged(run, tmp_path, damage)
     assert_untouched(d, before, distill('--out', d, '--resume', '--quiet'), msg)
 
-TENSORS_FOUND_LATE = pytest.mark.xfail(strict=True, reason=(
-    "training.run_training writes run.json, tokenizer.json and the splits (_start_run) before train() reads "
-    "the checkpoint's tensor files; they must be checked first, in the shared run set-up"))
-
 @pytest.mark.parametrize('damage,msg', [
-    pytest.param(lambda d: (d/'checkpoint'/'model.safetensors').unlink(), 'model.safetensors: missing',
-                 marks=TENSORS_FOUND_LATE),
-    pytest.param(lambda d: (d/'checkpoint'/'model.safetensors').write_bytes(b'xx'), 'unreadable checkpoint',
-                 marks=TENSORS_FOUND_LATE),
+    pytest.param(lambda d: (d/'checkpoint'/'model.safetensors').unlink(), 'model.safetensors: missing'),
+    pytest.param(lambda d: (d/'checkpoint'/'model.safetensors').write_bytes(b'xx'), 'unreadable checkpoint'),
     pytest.param(lambda d: (d/'checkpoint'/'optimizer.safetensors').unlink(),
-                 'optimizer.safetensors: missing', marks=TENSORS_FOUND_LATE),
+                 'optimizer.safetensors: missing'),
 ], ids=['model-missing', 'model-truncated', 'optimizer-missing'])
 def test_resume_with_damaged_checkpoint_tensors(run, tmp_path, damage, msg):
     d, before = damaged(run, tmp_path, damage)
