@@ -20,6 +20,8 @@ def train(*args, check=False): return run_cli('mathnb-train', *args, check=check
     (['--set', 'block_size=8'], 'block_size=8 is too small'),
     (['--set', 'format=xml'], "unknown format 'xml'"),
     (['--set', 'lr'], "bad --set 'lr'"),
+    (['--steps', '0'], 'steps must be a whole number >= 1, got 0'),
+    (['--steps', '-3'], 'steps must be a whole number >= 1, got -3'),
 ])
 def test_train_bad_options_write_nothing(tmp_path, args, msg):
     out = tmp_path/'m'
