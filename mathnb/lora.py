@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_lora.ipynb #cfbf46d3
 from __future__ import annotations
-import hashlib, json, os, shutil, sys, time
+import hashlib, json, os, shutil, sys, time, warnings
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -13,20 +13,21 @@ from fastcore.script import call_parse, Param
 from peft import LoraConfig, PeftModel, get_peft_model
 import mathnb
 from .core import UserError, atomic_write, check_out_dir, load_json, run_cli
-from .model import (GPT, ModelLoadError, ConfigError, load_model, save_model, get_device,
+from .model import (GPT, GPTConfig, ModelLoadError, ConfigError, load_model, save_model, get_device,
                           default_model_dir, load_config, model_dir_kind, load_hf, hf_complete)
 from .data import IGNORE, read_prompts, task_from_dict, load_task
 from .training import (TrainConfig, TaskData, TrainingError, train, lm_loss, preset_parts,
                              epoch_order, run_training, parse_set, resume_parts, run_summary, has_checkpoint,
                              is_main, barrier, init_distributed, close_distributed, read_checkpoint_state,
-                             save_curves)
+                             save_curves, make_optimizer, load_checkpoint)
 from .evaluation import evaluate
 
 # %% auto #0
 __all__ = ['TARGET_GROUPS', 'HF_TRAIN', 'LORA_DEFAULTS', 'resolve_targets', 'trainable_params', 'add_lora', 'save_adapter',
            'adapter_info', 'load_base', 'load_adapter', 'attach_adapter', 'merge_adapter', 'load_hf_base',
            'prompt_text', 'sft_pair', 'collate_sft', 'SFTData', 'hf_loss', 'hf_generator', 'held_out_loss', 'hf_eval',
-           'finetune_hf', 'hf_data', 'mathnb_lora', 'mathnb_lora_cli', 'lora_vs_full', 'plot_lora']
+           'sft_data', 'finetune_hf', 'hf_data', 'seeded_lora', 'check_resumable', 'mathnb_lora', 'mathnb_lora_cli',
+           'lora_vs_full', 'plot_lora']
 
 # %% ../nbs/06_lora.ipynb #5a15de89
 TARGET_GROUPS = {'attn': ('q_proj', 'k_proj', 'v_proj', 'o_proj'),
@@ -316,19 +317,25 @@ HF_TRAIN = dict(steps=200, batch_size=8, lr=2e-4, min_lr=2e-5, warmup=10, weight
                 n_test=50, ckpt_every=50, log_every=10)
 
 # %% ../nbs/06_lora.ipynb #d8306fa5
-def finetune_hf(model:PeftModel, tok, base, task, rows:list[dict], test_rows:list[dict], cfg:TrainConfig, out,
-                resume:bool=False, max_len:int=512, chat=None, max_new_tokens:int=256, meta:dict|None=None,
-                log=print) -> dict|None:
-    "SFT of peft `model` on `rows` through `run_training`: adapter, eval.json (graded by `task`), curves in `out`."
+def sft_data(tok, task, rows:list[dict], test_rows:list[dict], cfg:TrainConfig, max_len:int=512,
+             chat=None) -> SFTData:
+    "The `SFTData` of a run: `rows` (the first `cfg.n_train`) to train on, `cfg.n_test` of `test_rows`."
     data = SFTData(rows[:cfg.n_train] if cfg.n_train else rows, tok, max_len, chat, cfg.seed, task)
     data.test = test_rows[:cfg.n_test]
+    return data
+
+def finetune_hf(model:PeftModel, tok, base, task, rows:list[dict], test_rows:list[dict], cfg:TrainConfig, out,
+                resume:bool=False, max_len:int=512, chat=None, max_new_tokens:int=256, meta:dict|None=None,
+                log=print, overwrite:bool=False, data:SFTData|None=None) -> dict|None:
+    "SFT of peft `model` on `rows` through `run_training`: adapter, eval.json (graded by `task`), curves in `out`."
+    data = data or sft_data(tok, task, rows, test_rows, cfg, max_len, chat)
     if is_main():
         log(f'{len(data.pairs)} training problems ({data.dropped} longer than {max_len} tokens left out), '
             f'{"chat template" if data.chat else "plain prompts"}, {len(data.test)} test problems')
     grade = lambda m, t, task, rows: hf_eval(m, t, task, rows, data.chat, max_new_tokens)
-    return run_training(task, None, cfg, out, resume=resume, log=log, model=model, loss_fn=hf_loss, data=data,
-                        tok=tok, save=partial(save_adapter, base=base), meta=dict(chat=data.chat, **(meta or {})),
-                        evaluator=grade)
+    return run_training(task, None, cfg, out, resume=resume, overwrite=overwrite, log=log, model=model,
+                        loss_fn=hf_loss, data=data, tok=tok, save=partial(save_adapter, base=base),
+                        meta=dict(chat=data.chat, **(meta or {})), evaluator=grade)
 
 # %% ../nbs/06_lora.ipynb #c6464dee
 def _hf_config(over:dict) -> tuple[TrainConfig, dict]:
@@ -336,6 +343,8 @@ def _hf_config(over:dict) -> tuple[TrainConfig, dict]:
     extra = {k: over.pop(k) for k in ('max_len', 'max_new_tokens') if k in over}
     if bad := sorted(set(over) - set(TrainConfig.__dataclass_fields__)):
         raise ConfigError(f'unknown option(s) {bad}: not a TrainConfig field, max_len or max_new_tokens')
+    if bad := [k for k, v in extra.items() if type(v) is not int or v < 1]:
+        raise ConfigError(f'{bad[0]} must be a whole number >= 1, got {extra[bad[0]]!r}')
     return TrainConfig(**{**HF_TRAIN, **over}), extra
 
 def hf_data(dataset:str, cfg:TrainConfig, exclude=()) -> tuple:
@@ -366,11 +375,31 @@ def _new_run(base, preset, dataset, lora:dict, chat, load_4bit, grad_checkpointi
         raise UserError('--preset trains mathnb bases; a Hugging Face base trains on --dataset')
     if missing := [f for f in exclude if not Path(f).is_file()]:
         raise UserError(f'--exclude {missing[0]}: no such file')
+    read_prompts(exclude)
+    sha = dict(base_sha256=_sha256(Path(base)/'model.safetensors')) if kind == 'mathnb' else {}
     return dict(base=_where(base), base_kind=kind, preset=preset, dataset=dataset and _where(dataset),
                 lora={**LORA_DEFAULTS, **lora}, chat=chat, load_4bit=load_4bit,
-                grad_checkpointing=grad_checkpointing, exclude=[_where(f) for f in exclude])
+                grad_checkpointing=grad_checkpointing, exclude=[_where(f) for f in exclude], **sha)
 
 # %% ../nbs/06_lora.ipynb #07d854bd
+_is_flag = lambda v: isinstance(v, bool)
+_SAVED = dict(base=lambda v: isinstance(v, str) and bool(v), base_kind=lambda v: v in ('mathnb', 'hf'),
+              lora=lambda v: isinstance(v, dict) and set(v) <= set(LORA_DEFAULTS),
+              chat=lambda v: v in ('auto', 'yes', 'no'), load_4bit=_is_flag, grad_checkpointing=_is_flag,
+              exclude=lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v))
+_SAVED_BY_KIND = dict(mathnb=dict(preset=lambda v: isinstance(v, str)),
+                      hf=dict(dataset=lambda v: isinstance(v, str) and bool(v),
+                              extra=lambda v: isinstance(v, dict) and set(v) <= {'max_len', 'max_new_tokens'}
+                              and all(type(x) is int and x > 0 for x in v.values())))
+
+def _check_saved(s:dict, f:Path) -> dict:
+    "The settings `s` read from a run's `lora.json` `f`, or a `TrainingError` naming the bad field."
+    for k, ok in (_SAVED | _SAVED_BY_KIND.get(s.get('base_kind'), {})).items():
+        if k not in s: raise TrainingError(f'{f}: no {k!r} field; cannot resume')
+        if not ok(s[k]): raise TrainingError(f'{f}: bad {k!r} field ({s[k]!r:.60}); cannot resume')
+    return s
+
+# %% ../nbs/06_lora.ipynb #a7c2e0d1
 def _saved_run(out:Path, given:list[str]) -> dict:
     "The settings of the run in `out` (its `lora.json`), to resume it with nothing but `--out`."
     if given:
@@ -378,53 +407,69 @@ def _saved_run(out:Path, given:list[str]) -> dict:
                         f'{", ".join(given)} (only --steps, --device, --quiet, --merge apply)')
     if not has_checkpoint(out): raise TrainingError(f'nothing to resume: no checkpoint in {out}')
     if not (out/'lora.json').exists(): raise TrainingError(f'{out/"lora.json"}: missing; cannot resume')
-    s = load_json(out/'lora.json', 'LoRA run settings')
-    if s.get('base_kind') not in ('mathnb', 'hf') or not isinstance(s.get('lora'), dict):
-        raise TrainingError(f'{out/"lora.json"}: damaged (no base_kind or lora); cannot resume')
-    return s
+    return _check_saved(load_json(out/'lora.json', 'LoRA run settings'), out/'lora.json')
 
-def _hf_resumed(out:Path, s:dict, steps:int|None) -> TrainConfig:
-    "The `TrainConfig` that a Hugging Face run in `out` started with, extended to `steps`."
-    cfg = TrainConfig.from_dict(s['train'])
-    if steps is None or steps == cfg.steps: return cfg
-    if steps < (at := read_checkpoint_state(out/'checkpoint')['step']):
-        raise UserError(f'--steps {steps}: the run is already at step {at}')
-    return replace(cfg, steps=steps, decay_steps=cfg.decay_steps or cfg.steps)
+# %% ../nbs/06_lora.ipynb #c4e19a07
+def seeded_lora(load, seed:int, **lora) -> tuple[PeftModel, object]:
+    "The (model, tokenizer) that `load()` returns, with `add_lora(**lora)`, drawn from `seed` alone."
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model, tok = load()
+        return add_lora(model, verbose=is_main(), **lora), tok
+
+# %% ../nbs/06_lora.ipynb #f1b7d835
+def check_resumable(out:Path, model:nn.Module, cfg:TrainConfig):
+    "Load the checkpoint in `out` into `model` and a scratch optimizer, as `train` will; `TrainingError` if not."
+    ckpt, opt = Path(out)/'checkpoint', make_optimizer(model.parameters(), cfg)
+    with torch.random.fork_rng():
+        try: load_checkpoint(ckpt, {'model': model}, opt)
+        except UserError: raise
+        except (KeyError, ValueError, TypeError, RuntimeError) as e:
+            raise TrainingError(f'{ckpt}: damaged ({str(e).splitlines()[0]:.100}); cannot resume') from None
+    for p, st in opt.state.items():
+        if any(torch.is_tensor(v) and v.dim() and v.shape != p.shape for v in st.values()):
+            raise TrainingError(f'{ckpt/"optimizer.safetensors"}: its state does not fit the adapter; '
+                                'cannot resume')
 
 # %% ../nbs/06_lora.ipynb #bfca095b
+def _no_model_fields(over:dict):
+    "`ConfigError` for model settings in `--set`: an adapter's model is its base's."
+    if bad := sorted(set(over) & (set(GPTConfig.__dataclass_fields__) | {'model'})):
+        raise ConfigError(f'--set {", ".join(bad)}: the model of a LoRA run is its base\'s; drop it '
+                          '(--dropout sets the adapter\'s dropout)')
+
 def _mathnb_job(s:dict, out:Path, over:dict, steps, device, quiet:bool, resume:bool, overwrite:bool):
     "Train the adapter of settings `s` on its mathnb base through `run_training`."
     if resume: task, _, cfg, preset, excl = resume_parts(out, steps)
     else:
+        _no_model_fields(over)
         task, _, cfg = preset_parts(s['preset'], **over, **({'steps': steps} if steps else {}))
         preset, excl = s['preset'], s['exclude']
     cfg = replace(cfg, progress=not quiet, **({'device': device} if device else {}))
-    model, tok = load_model(s['base'])
-    with torch.random.fork_rng():
-        torch.manual_seed(cfg.seed)
-        pm = add_lora(model, verbose=is_main(), **s['lora'])
+    pm, tok = seeded_lora(lambda: load_base(s), cfg.seed, **s['lora'])
+    if resume: check_resumable(out, pm, cfg)
+    data = TaskData.from_config(task, tok, cfg, read_prompts(excl))
     if is_main() and not resume: atomic_write(out/'lora.json', json.dumps(s, indent=1))
-    return run_training(task, model.config, cfg, out, excl, resume, overwrite, preset, model=pm,
-                        save=partial(save_adapter, base=s['base']))
+    return run_training(task, pm.get_base_model().config, cfg, out, excl, resume, overwrite, preset, model=pm,
+                        save=partial(save_adapter, base=s['base']), data=data, tok=tok)
 
 # %% ../nbs/06_lora.ipynb #cd7a7107
 def _hf_job(s:dict, out:Path, over:dict, steps, device, quiet:bool, resume:bool, overwrite:bool):
     "Train the adapter of settings `s` on its Hugging Face base with `finetune_hf`."
-    if resume: cfg, extra = _hf_resumed(out, s, steps), s['extra']
+    if resume: cfg, extra = resume_parts(out, steps)[2], s['extra']
     else: cfg, extra = _hf_config({**over, **({'steps': steps} if steps else {})})
     cfg = replace(cfg, progress=not quiet, **({'device': device} if device else {}))
     task, rows, test = hf_data(s['dataset'], cfg, s['exclude'])
-    dev = init_distributed(cfg.device, cfg.dist_timeout)
-    model, tok = load_hf_base(s['base'], dev, s['load_4bit'], s['grad_checkpointing'])
-    with torch.random.fork_rng():
-        torch.manual_seed(cfg.seed)
-        pm = add_lora(model, task_type='CAUSAL_LM', verbose=is_main(), **s['lora'])
+    dev, hf_kw = init_distributed(cfg.device, cfg.dist_timeout), dict(load_4bit=s['load_4bit'],
+                                                                        grad_checkpointing=s['grad_checkpointing'])
+    pm, tok = seeded_lora(lambda: load_base(s, dev, **hf_kw), cfg.seed, task_type='CAUSAL_LM', **s['lora'])
+    if resume: check_resumable(out, pm, cfg)
+    chat, max_len = None if s['chat'] == 'auto' else s['chat'] == 'yes', extra.get('max_len', 512)
+    data = sft_data(tok, task, rows, test, cfg, max_len, chat)
     if is_main() and not resume:
-        shutil.rmtree(out/'checkpoint', ignore_errors=True)
         atomic_write(out/'lora.json', json.dumps(dict(s, train=cfg.to_dict(), extra=extra), indent=1))
-    chat = None if s['chat'] == 'auto' else s['chat'] == 'yes'
-    return finetune_hf(pm, tok, s['base'], task, rows, test, cfg, out, resume, extra.get('max_len', 512),
-                       chat, extra.get('max_new_tokens', 256))
+    return finetune_hf(pm, tok, s['base'], task, rows, test, cfg, out, resume, max_len, chat,
+                       extra.get('max_new_tokens', 256), overwrite=overwrite, data=data)
 
 # %% ../nbs/06_lora.ipynb #d20ec155
 @call_parse
@@ -459,8 +504,8 @@ def mathnb_lora(
     over = {k: v for k, v in dict(lr=lr, n_train=n_train).items() if v is not None} | parse_set(set)
     if resume:
         if not out: raise UserError('--resume needs --out DIR: the run to continue')
-        asked = dict(base=base, preset=preset, dataset=dataset, chat=chat, exclude=exclude,
-                     load_4bit=load_4bit, grad_checkpointing=grad_checkpointing, **lora, **over)
+        asked = dict(base=base, preset=preset, dataset=dataset, chat=chat, exclude=exclude, load_4bit=load_4bit,
+                     grad_checkpointing=grad_checkpointing, **lora, lr=lr, n_train=n_train, set=set)
         out = check_out_dir(out)
         s = _saved_run(out, [f'--{k}' for k, v in asked.items() if v not in (None, False, [])])
     else:
@@ -482,6 +527,9 @@ def mathnb_lora(
 
 # %% ../nbs/06_lora.ipynb #c82d3efa
 def mathnb_lora_cli():
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings('ignore', category=FutureWarning)
     sys.argv[1:] = ['--load_4bit' if a in ('--4bit', '--load-4bit') else a for a in sys.argv[1:]]
     run_cli(mathnb_lora, 'mathnb-lora')
 
