@@ -24,7 +24,7 @@ __all__ = ['VARIABLES', 'POSITIONS', 'model_task', 'layout', 'role_index', 'sele
            'split_problems', 'control_labels', 'fit_probe', 'run_probes', 'random_model', 'baseline_probes', 'corrupt',
            'patch_inputs', 'patching', 'ablate', 'ablations', 'attention_alignment', 'edit_candidates', 'edit_step',
            'classify', 'solved', 'faithfulness', 'controls', 'plot_probes', 'plot_alignment', 'plot_patching',
-           'plot_faithfulness', 'torch_threads', 'probe_report', 'mathnb_probe', 'mathnb_probe_cli']
+           'plot_faithfulness', 'save_figures', 'torch_threads', 'probe_report', 'mathnb_probe', 'mathnb_probe_cli']
 
 # %% ../nbs/07_probing.ipynb #2b41107b
 def model_task(model_dir) -> ArithmeticTask:
@@ -561,6 +561,16 @@ def plot_faithfulness(fa:dict, ctl:dict):
     fig.tight_layout()
     return fig
 
+# %% ../nbs/07_probing.ipynb #395b67d3
+def save_figures(figs:dict, out, dpi:int=80) -> list[Path]:
+    "Write each figure of `figs` to `out/NAME.png`: fixed dpi, no version stamp, written atomically."
+    paths = []
+    for name, fig in figs.items():
+        p = Path(out)/f'{name}.png'
+        atomic_write(p, lambda t, f=fig: f.savefig(t, dpi=dpi, format='png', metadata={'Software': None}))
+        paths.append(p)
+    return paths
+
 # %% ../nbs/07_probing.ipynb #7a942649
 def _jsonable(x):
     if isinstance(x, dict): return {k: _jsonable(v) for k, v in x.items()}
@@ -616,9 +626,7 @@ def _report(model, tok, task, n, seed, out, dpi):
         na = dict(applicable=False, reason=f'a {task.fmt}-format model writes no chain of thought')
         rep |= dict(attention=na, faithfulness=na, early_answering=na, filler=na)
     rep['figures'] = {k: f'{k}.png' for k in figs}
-    if out is not None:
-        for k, f in figs.items():
-            atomic_write(Path(out)/f'{k}.png', lambda t, f=f: f.savefig(t, dpi=dpi, format='png'))
+    if out is not None: save_figures(figs, out, dpi)
     for f in figs.values(): plt.close(f)
     rep['seconds'] = time.time() - t0
     return _jsonable(rep)
