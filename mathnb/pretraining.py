@@ -13,15 +13,16 @@ from typing import Iterable, Iterator
 import numpy as np
 from fastcore.script import call_parse, Param
 from tqdm.auto import tqdm
-from .core import UserError, parse_json, load_json, atomic_write, check_out_dir, check_number, need_hub, run_cli
+from .core import UserError, parse_json, load_json, atomic_write, check_out_dir, check_number
+from .core import need_hub, run_cli
 from .tokenizer import SPECIAL_TOKENS, BPETokenizer, load_tokenizer, train_bpe
 
 # %% auto #0
-__all__ = ['TEXT_FIELDS', 'MIN_VOCAB', 'MAX_VOCAB', 'SPLITS', 'MATHQA_FILES', 'CorpusError', 'row_text', 'row_source', 'Doc',
-           'parse_document', 'check_input', 'read_documents', 'hub_documents', 'documents', 'train_tokenizer',
-           'mathnb_tokenizer', 'mathnb_tokenizer_cli', 'token_dtype', 'doc_hash', 'val_split', 'shuffle_keys',
-           'CorpusPlan', 'scan_corpus', 'write_order', 'write_tokens', 'corpus_meta', 'build_corpus', 'mathnb_corpus',
-           'mathnb_corpus_cli', 'read_corpus_meta', 'open_corpus', 'local_corpus']
+__all__ = ['TEXT_FIELDS', 'SPLITS', 'MATHQA_FILES', 'CorpusError', 'row_text', 'row_source', 'Doc', 'parse_document',
+           'check_input', 'read_documents', 'hub_documents', 'documents', 'train_tokenizer', 'mathnb_tokenizer',
+           'mathnb_tokenizer_cli', 'token_dtype', 'doc_hash', 'val_split', 'shuffle_keys', 'CorpusPlan', 'scan_corpus',
+           'write_order', 'write_tokens', 'corpus_meta', 'build_corpus', 'mathnb_corpus', 'mathnb_corpus_cli',
+           'read_corpus_meta', 'open_corpus', 'local_corpus']
 
 # %% ../nbs/10_pretraining.ipynb #7da579b6
 class CorpusError(UserError):
@@ -29,19 +30,23 @@ class CorpusError(UserError):
 
 # %% ../nbs/10_pretraining.ipynb #f4fada75
 TEXT_FIELDS = ('text', 'question+answer', 'problem+solution', 'content')
+
+# %% ../nbs/10_pretraining.ipynb #2748071e
 _JSON_TYPES = {dict: 'an object', list: 'an array', str: 'a string', bool: 'a boolean', type(None): 'null'}
 
 def row_text(row, field:str|None=None, where:str='row') -> str:
-    "The text of JSON `row`: its `field` (`a+b` joins two by a newline), else the first of `TEXT_FIELDS` it has."
+    "The text of JSON `row`: its `field` (`a+b`: two joined by a newline), else the first of `TEXT_FIELDS`."
     if not isinstance(row, dict): raise CorpusError(f'{where}: expected a JSON object, got {_json_type(row)}')
     field = field or next((f for f in TEXT_FIELDS if all(k in row for k in f.split('+'))), None)
-    if field is None: raise CorpusError(f'{where}: no text field ({", ".join(TEXT_FIELDS)}); name one with --text-field')
+    if field is None:
+        raise CorpusError(f'{where}: no text field ({", ".join(TEXT_FIELDS)}); name one with --text-field')
     for k in field.split('+'):
         if k not in row: raise CorpusError(f'{where}: missing field {k!r}')
-        if not isinstance(row[k], str): raise CorpusError(f'{where}: field {k!r} must be a string, got {_json_type(row[k])}')
+        if not isinstance(row[k], str):
+            raise CorpusError(f'{where}: field {k!r} must be a string, got {_json_type(row[k])}')
     text = '\n'.join(row[k] for k in field.split('+'))
     try: text.encode('utf-8')
-    except UnicodeEncodeError: raise CorpusError(f'{where}: field {field!r} holds a lone surrogate (not Unicode text)') from None
+    except UnicodeEncodeError: raise CorpusError(f'{where}: field {field!r} holds a lone surrogate') from None
     return text
 
 def _json_type(v) -> str: return _JSON_TYPES.get(type(v), 'a number')
@@ -50,13 +55,14 @@ def _json_type(v) -> str: return _JSON_TYPES.get(type(v), 'a number')
 def row_source(row:dict, default:str) -> str:
     "A row's source: its `source` field, else its `meta.redpajama_set_name` (SlimPajama), else `default`."
     src = row.get('source')
-    if not isinstance(src, str) and isinstance(row.get('meta'), dict): src = row['meta'].get('redpajama_set_name')
+    meta = row.get('meta')
+    if not isinstance(src, str) and isinstance(meta, dict): src = meta.get('redpajama_set_name')
     return src if isinstance(src, str) and src else default
 
 # %% ../nbs/10_pretraining.ipynb #0394ec4c
 @dataclass
 class Doc:
-    "A document: its text and source, where it starts (`file:line`), and its bytes in the file (to read it again)."
+    "A document: its text and source, where it starts (`file:line`), and its bytes in its file."
     text: str
     source: str
     where: str
@@ -65,10 +71,11 @@ class Doc:
 
 # %% ../nbs/10_pretraining.ipynb #6df85545
 def parse_document(path:Path, raw:bytes, offset:int=0, line:int=1, field:str|None=None) -> Doc:
-    "The document in bytes `raw` at `offset` of `path`: one line of a .jsonl file, or a paragraph of a .txt file."
+    "The document in bytes `raw` at `offset` of `path`: a line of a .jsonl file, a paragraph of a .txt file."
     where = f'{path}:{line}'
     try: text = raw.decode('utf-8-sig' if offset == 0 else 'utf-8')
-    except UnicodeDecodeError as e: raise CorpusError(f'{where}: not UTF-8 (byte {e.start + 1} of the line)') from None
+    except UnicodeDecodeError as e:
+        raise CorpusError(f'{where}: not UTF-8 (byte {e.start + 1} of the line)') from None
     if path.suffix == '.txt': return Doc(text.rstrip('\r\n'), path.stem, where, offset, len(raw))
     row = parse_json(text, where)
     return Doc(row_text(row, field, where), row_source(row, path.stem), where, offset, len(raw))
@@ -86,10 +93,12 @@ def _txt_documents(path:Path) -> Iterator[Doc]:
         para, start, first, offset = [], 0, 0, 0
         for line, raw in enumerate(f, 1):
             parse_document(path, raw, offset, line)                 # refuses a line that is not UTF-8
-            if raw.strip() and not para: start, first = offset, line
-            if raw.strip(): para.append(raw)
-            elif para: yield parse_document(path, b''.join(para), start, first)
-            if not raw.strip(): para = []
+            if raw.strip():
+                if not para: start, first = offset, line
+                para.append(raw)
+            elif para:
+                yield parse_document(path, b''.join(para), start, first)
+                para = []
             offset += len(raw)
         if para: yield parse_document(path, b''.join(para), start, first)
 
@@ -102,8 +111,9 @@ def check_input(path) -> Path:
     if not os.access(path, os.R_OK): raise CorpusError(f'{path}: cannot read it (permission denied)')
     return path
 
+# %% ../nbs/10_pretraining.ipynb #9f74453f
 def read_documents(path, text_field:str|None=None) -> Iterator[Doc]:
-    "The documents of a .jsonl file (one a line) or a .txt file (one a paragraph), streamed; empty ones skipped."
+    "The non-empty documents of a .jsonl file (one a line) or a .txt file (one a paragraph), streamed."
     path = check_input(path)
     docs = _txt_documents(path) if path.suffix == '.txt' else _jsonl_documents(path, text_field)
     return (d for d in docs if d.text.strip())
@@ -115,7 +125,8 @@ def hub_documents(name:str, text_field:str|None=None, split:str='train') -> Iter
     from datasets import load_dataset
     try: rows = load_dataset(name, split=split, streaming=True)
     except Exception as e:
-        raise CorpusError(f'--hub {name}: cannot stream it ({(str(e).strip().splitlines() or [type(e).__name__])[0][:200]})') from None
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise CorpusError(f'--hub {name}: cannot stream it ({why})') from None
     for i, row in enumerate(rows, 1):
         text = row_text(row, text_field, f'{name}:{i}')
         if text.strip(): yield Doc(text, row_source(row, name.split('/')[-1]), f'{name}:{i}')
@@ -127,15 +138,16 @@ def documents(inputs:Iterable=(), text_field:str|None=None, hub:str|None=None, h
     paths = [check_input(p) for p in inputs]
     if not paths and not hub: raise CorpusError('no input: give --input FILES or --hub NAME')
     if limit is not None: check_number('--limit', limit, lo=1, integer=True)
-    streams = [read_documents(p, text_field) for p in paths] + [hub_documents(hub, text_field, hub_split)] * bool(hub)
+    streams = [read_documents(p, text_field) for p in paths]
+    if hub: streams.append(hub_documents(hub, text_field, hub_split))
     return chain.from_iterable(islice(s, limit) for s in streams)
 
-# %% ../nbs/10_pretraining.ipynb #a0079ba7
-MIN_VOCAB, MAX_VOCAB = 256 + len(SPECIAL_TOKENS), 2**20
+# %% ../nbs/10_pretraining.ipynb #df6e8311
+_MIN_VOCAB, _MAX_VOCAB = 256 + len(SPECIAL_TOKENS), 2**20
 
 def train_tokenizer(docs:Iterable[Doc], vocab_size:int=4096, min_frequency:int=2, seen:Counter|None=None):
     "A `BPETokenizer` learnt from the texts of `docs`, streamed; `seen` counts the documents of each source."
-    check_number('--vocab-size', vocab_size, lo=MIN_VOCAB, hi=MAX_VOCAB, integer=True)
+    check_number('--vocab-size', vocab_size, lo=_MIN_VOCAB, hi=_MAX_VOCAB, integer=True)
     check_number('--min-frequency', min_frequency, lo=1, integer=True)
     seen = Counter() if seen is None else seen
     def texts():
@@ -158,19 +170,21 @@ def mathnb_tokenizer(
     input:Param('.jsonl or .txt files of text', str, nargs='*')=None,
     hub:str=None,           # a Hugging Face data set to stream as well (e.g. open-web-math/open-web-math)
     hub_split:str='train',  # the split of --hub to read
-    text_field:str=None,    # JSON field of the text (a+b joins two fields); default: text, question+answer, ...
+    text_field:str=None,    # JSON field of the text (a+b: two joined); default: text, question+answer, ...
     limit:int=None,         # read at most this many documents from each input
     vocab_size:int=4096,    # tokens in the vocabulary, counting the 256 bytes and the special tokens
     min_frequency:int=2,    # a pair must occur at least this often to be merged
     out:str=None,           # folder to write tokenizer.json to
     overwrite:bool=False,   # replace DIR/tokenizer.json if it exists
 ):
-    "Learn a byte-level BPE tokenizer (digits split one by one) from math text; save it as DIR/tokenizer.json."
+    "Learn a byte-level BPE tokenizer (digits split one by one) from math text, saved as DIR/tokenizer.json."
     path, seen = _tokenizer_out(out, overwrite), Counter()
-    tok = train_tokenizer(documents(input or [], text_field, hub, hub_split, limit), vocab_size, min_frequency, seen)
+    docs = documents(input or [], text_field, hub, hub_split, limit)
+    tok = train_tokenizer(docs, vocab_size, min_frequency, seen)
     tok.save(path)
-    print(f'{path}: {tok.vocab_size:,} tokens learnt from {sum(seen.values()):,} documents of {len(seen)} sources')
+    print(f'{path}: {tok.vocab_size:,} tokens from {sum(seen.values()):,} documents of {len(seen)} sources')
 
+# %% ../nbs/10_pretraining.ipynb #854af2e7
 def mathnb_tokenizer_cli(): run_cli(mathnb_tokenizer, 'mathnb-tokenizer')
 
 # %% ../nbs/10_pretraining.ipynb #2ef3dc66
@@ -185,6 +199,7 @@ def doc_hash(text:str, seed:int=0) -> float:
     h.update(text.encode('utf-8'))
     return (int.from_bytes(h.digest(), 'big') >> 11) / 2**53
 
+# %% ../nbs/10_pretraining.ipynb #53f15756
 def val_split(hashes:np.ndarray, val_fraction:float) -> np.ndarray:
     "Which documents validate: those whose `doc_hash` is below `val_fraction`, and at least one (the lowest)."
     val = np.asarray(hashes) < val_fraction
@@ -217,12 +232,13 @@ class CorpusPlan:
     source: np.ndarray
     hash: np.ndarray       # `doc_hash` of the text
 
-# %% ../nbs/10_pretraining.ipynb #5f4d9a97
-def scan_corpus(paths, fields=None, seed:int=0, limit:int|None=None, order:list|None=None, progress=None) -> CorpusPlan:
-    "Pass 1: read and check every document of `paths` (a bad row stops it as `file:line: reason`); keep no text."
+# %% ../nbs/10_pretraining.ipynb #c6e4d346
+def scan_corpus(paths:list, fields=None, seed:int=0, limit:int|None=None, order:list|None=None,
+                progress:bool=True) -> CorpusPlan:
+    "Pass 1: read and check every document of `paths` (a bad row stops it: `file:line: reason`)."
     fields = fields if isinstance(fields, list) else [fields] * len(paths)
     cols, names = [array.array(t) for t in 'qqqqd'], {}
-    with tqdm(desc='checking', unit='doc', disable=progress, leave=False) as bar:
+    with tqdm(desc='checking', unit='doc', disable=None if progress else True, leave=False) as bar:
         for i, p in enumerate(paths):
             for d in islice(read_documents(p, fields[i]), limit):
                 if order is not None and d.source not in order:
@@ -230,6 +246,7 @@ def scan_corpus(paths, fields=None, seed:int=0, limit:int|None=None, order:list|
                 row = (i, d.offset, d.size, names.setdefault(d.source, len(names)), doc_hash(d.text, seed))
                 for c, v in zip(cols, row): c.append(v)
                 bar.update()
+    if not names: raise CorpusError(f'no documents in {", ".join(map(str, paths))}')
     return CorpusPlan(list(paths), fields, list(names), *map(np.asarray, cols))
 
 # %% ../nbs/10_pretraining.ipynb #bdc53c5d
@@ -269,8 +286,9 @@ def _batches(docs:Iterable[Doc], chars:int) -> Iterator[list[Doc]]:
             batch, n = [], 0
     if batch: yield batch
 
+# %% ../nbs/10_pretraining.ipynb #0f0a96dc
 def write_tokens(docs:Iterable[Doc], tok:BPETokenizer, path, batch_chars:int=1 << 19, bar=None) -> Counter:
-    "Append the tokens of `docs` to file `path`, each document followed by `<end>`; the tokens of each source."
+    "Append the tokens of `docs` to file `path`, each followed by `<end>`; the tokens of each source."
     dtype, end, counts = token_dtype(tok.vocab_size), [tok.end_id], Counter()
     with open(path, 'ab') as f:
         for batch in _batches(docs, batch_chars):
@@ -283,38 +301,45 @@ def write_tokens(docs:Iterable[Doc], tok:BPETokenizer, path, batch_chars:int=1 <
 # %% ../nbs/10_pretraining.ipynb #88adcd96
 SPLITS = ('train', 'val')
 
+# %% ../nbs/10_pretraining.ipynb #28b41525
 def corpus_meta(tok:BPETokenizer, sha:str, sources:list, docs:dict, tokens:dict, order:list|None=None,
                 **made) -> dict:
     "The `meta.json` of a corpus: `docs` and `tokens` map each split to counts per source; `made` says how."
     names = order or sorted(sources)
     per = lambda counts: {s: {n: int(counts[s].get(n, 0)) for n in names} for s in SPLITS}
-    meta = dict(format='mathnb-corpus', version=1, dtype=token_dtype(tok.vocab_size).name, vocab_size=tok.vocab_size,
-                end_token='<end>', end_id=tok.end_id, tokenizer_sha256=sha,
-                n_documents={s: int(sum(docs[s].values())) for s in SPLITS},
-                n_tokens={s: int(sum(tokens[s].values())) for s in SPLITS},
-                documents=per(docs), tokens=per(tokens), order=order)
-    ends = {s: np.cumsum(list(meta['tokens'][s].values())).tolist() for s in SPLITS}
-    if order: meta['spans'] = {s: {n: [e - meta['tokens'][s][n], e] for n, e in zip(names, ends[s])} for s in SPLITS}
+    docs, tokens = per(docs), per(tokens)
+    meta = dict(format='mathnb-corpus', version=1, dtype=token_dtype(tok.vocab_size).name,
+                vocab_size=tok.vocab_size, end_token='<end>', end_id=tok.end_id, tokenizer_sha256=sha,
+                n_documents={s: sum(docs[s].values()) for s in SPLITS},
+                n_tokens={s: sum(tokens[s].values()) for s in SPLITS},
+                documents=docs, tokens=tokens, order=order)
+    if order: meta['spans'] = {s: _spans(tokens[s]) for s in SPLITS}
     return meta | made
+
+def _spans(counts:dict) -> dict:
+    ends = np.cumsum(list(counts.values())).tolist()
+    return {n: [e - c, e] for (n, c), e in zip(counts.items(), ends)}
 
 # %% ../nbs/10_pretraining.ipynb #e5d320c4
 def _corpus_tokenizer(path) -> tuple[BPETokenizer, bytes]:
-    if not path: raise CorpusError('--tokenizer DIR is required (a folder with the tokenizer.json of mathnb-tokenizer)')
+    if not path: raise CorpusError('--tokenizer DIR is required (a folder made by mathnb-tokenizer)')
     file = Path(path)/'tokenizer.json' if Path(path).is_dir() else Path(path)
     tok = load_tokenizer(file)
     if not isinstance(tok, BPETokenizer):
-        raise CorpusError(f'{file}: a {tok.kind} tokenizer; mathnb-corpus needs a BPE one (from mathnb-tokenizer)')
+        raise CorpusError(f'{file}: a {tok.kind} tokenizer; mathnb-corpus needs BPE (from mathnb-tokenizer)')
     return tok, file.read_bytes()
 
+# %% ../nbs/10_pretraining.ipynb #953b83bc
 def _corpus_out(out, overwrite:bool) -> Path:
     if not out: raise CorpusError('--out DIR is required (a new folder for the corpus)')
     out = check_out_dir(out)
     if out.exists() and any(out.iterdir()):
         if not overwrite: raise CorpusError(f'{out}: exists and is not empty; add --overwrite to replace it')
         if not (out/'meta.json').is_file():
-            raise CorpusError(f'{out}: not a corpus folder (no meta.json), so --overwrite will not replace it')
+            raise CorpusError(f'{out}: not a corpus folder (no meta.json); --overwrite will not replace it')
     return out
 
+# %% ../nbs/10_pretraining.ipynb #e07a8ae1
 def _parse_order(order) -> list|None:
     if order is None: return None
     names = [n.strip() for n in (order.split(',') if isinstance(order, str) else order)]
@@ -330,6 +355,7 @@ def _fetch_hub(path:Path, name:str, text_field, split:str, limit) -> Path:
             f.write(json.dumps({'text': d.text, 'source': d.source}, ensure_ascii=False) + '\n')
     return path
 
+# %% ../nbs/10_pretraining.ipynb #31692ef7
 def _staging(out:Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f'.{out.name}.partial-'))
@@ -338,6 +364,7 @@ def _staging(out:Path) -> Path:
     tmp.chmod(0o777 & ~mask)                                         # not mkdtemp's 0700
     return tmp
 
+# %% ../nbs/10_pretraining.ipynb #0ab5073b
 def _install(tmp:Path, out:Path):
     "Put the finished folder `tmp` in the place of `out` (an old corpus there was checked by `_corpus_out`)."
     old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f'.{out.name}.old-')) if out.exists() else None
@@ -352,31 +379,41 @@ def _write_corpus(plan:CorpusPlan, tok:BPETokenizer, tok_bytes:bytes, tmp:Path, 
     idx = write_order(plan, val, order, seed)
     with tqdm(total=len(val), desc='tokenizing', unit='doc', disable=not progress) as bar:
         tokens = {s: write_tokens(_reread(plan, idx[s]), tok, tmp/f'{s}.bin', bar=bar) for s in SPLITS}
-    docs = {s: dict(zip(plan.sources, np.bincount(plan.source[idx[s]], minlength=len(plan.sources)))) for s in SPLITS}
+    n = len(plan.sources)
+    docs = {s: dict(zip(plan.sources, np.bincount(plan.source[idx[s]], minlength=n).tolist()))
+            for s in SPLITS}
     sha = hashlib.sha256(tok_bytes).hexdigest()
-    meta = corpus_meta(tok, sha, plan.sources, docs, tokens, order, seed=seed, val_fraction=val_fraction, **made)
+    meta = corpus_meta(tok, sha, plan.sources, docs, tokens, order, seed=seed, val_fraction=val_fraction,
+                       **made)
     (tmp/'tokenizer.json').write_bytes(tok_bytes)
     atomic_write(tmp/'meta.json', json.dumps(meta, indent=1, ensure_ascii=False) + '\n')
     return meta
 
-# %% ../nbs/10_pretraining.ipynb #fc57f8ba
-def build_corpus(tokenizer, inputs:Iterable=(), out=None, hub:str|None=None, hub_split:str='train',
-                 text_field:str|None=None, val_fraction:float=0.01, order=None, seed:int=0, limit:int|None=None,
-                 overwrite:bool=False, progress:bool=True) -> dict:
-    "Write `train.bin`, `val.bin`, `meta.json` and `tokenizer.json` to folder `out`; nothing if any input is bad."
-    (tok, tok_bytes), out, order = _corpus_tokenizer(tokenizer), _corpus_out(out, overwrite), _parse_order(order)
+# %% ../nbs/10_pretraining.ipynb #3ceced5a
+def _check_corpus_options(inputs:list, hub, val_fraction:float, limit):
     check_number('--val-fraction', val_fraction, lo=0, lo_open=True)
     if val_fraction >= 1: raise CorpusError(f'--val-fraction must be below 1, got {val_fraction}')
-    paths, fields = [check_input(p) for p in inputs], [text_field] * len(inputs)
-    if not paths and not hub: raise CorpusError('no input: give --input FILES or --hub NAME')
     if limit is not None: check_number('--limit', limit, lo=1, integer=True)
+    if not inputs and not hub: raise CorpusError('no input: give --input FILES or --hub NAME')
+    return [check_input(p) for p in inputs]
+
+# %% ../nbs/10_pretraining.ipynb #fc57f8ba
+def build_corpus(tokenizer, inputs:Iterable=(), out=None, hub:str|None=None, hub_split:str='train',
+                 text_field:str|None=None, val_fraction:float=0.01, order=None, seed:int=0,
+                 limit:int|None=None, overwrite:bool=False, progress:bool=True) -> dict:
+    "Write `train.bin`, `val.bin`, `meta.json` and `tokenizer.json` to `out`; nothing if an input is bad."
+    tok, tok_bytes = _corpus_tokenizer(tokenizer)
+    out, order = _corpus_out(out, overwrite), _parse_order(order)
+    inputs = [str(p) for p in inputs]
+    paths = _check_corpus_options(inputs, hub, val_fraction, limit)
     tmp = _staging(out) if hub else None
     try:
-        if hub: paths, fields = paths + [_fetch_hub(tmp/'hub.jsonl', hub, text_field, hub_split, limit)], fields + ['text']
-        plan = scan_corpus(paths, fields, seed, limit, order, None if progress else True)
+        if hub: paths.append(_fetch_hub(tmp/'hub.jsonl', hub, text_field, hub_split, limit))
+        fields = [text_field] * len(inputs) + ['text'] * bool(hub)
+        plan = scan_corpus(paths, fields, seed, limit, order, progress)
         tmp = tmp or _staging(out)
-        meta = _write_corpus(plan, tok, tok_bytes, tmp, val_fraction, order, seed, progress, text_field=text_field,
-                             inputs=[str(p) for p in inputs], hub=hub, limit=limit)
+        meta = _write_corpus(plan, tok, tok_bytes, tmp, val_fraction, order, seed, progress,
+                             text_field=text_field, inputs=inputs, hub=hub, limit=limit)
         (tmp/'hub.jsonl').unlink(missing_ok=True)
         _install(tmp, out)
     finally:
@@ -390,7 +427,7 @@ def mathnb_corpus(
     input:Param('.jsonl or .txt files of text', str, nargs='*')=None,
     hub:str=None,             # a Hugging Face data set to stream as well (e.g. open-web-math/open-web-math)
     hub_split:str='train',    # the split of --hub to read
-    text_field:str=None,      # JSON field of the text (a+b joins two fields); default: text, question+answer, ...
+    text_field:str=None,      # JSON field of the text (a+b: two joined); default: text, question+answer, ...
     val_fraction:float=0.01,  # share of the documents (chosen by a hash of their text) kept for validation
     order:str=None,           # sources in the order train.bin holds them (SRC1,SRC2,...); default: shuffled
     seed:int=0,               # seed of the shuffle and of the validation choice
@@ -399,31 +436,39 @@ def mathnb_corpus(
     overwrite:bool=False,     # replace the corpus already in --out
 ):
     "Tokenize math text into train.bin/val.bin token files with meta.json, checking every row before writing."
-    meta = build_corpus(tokenizer, input or [], out, hub, hub_split, text_field, val_fraction, order, seed, limit,
-                        overwrite)
+    meta = build_corpus(tokenizer, input or [], out, hub, hub_split, text_field, val_fraction, order, seed,
+                        limit, overwrite)
     n, d = meta['n_tokens'], meta['n_documents']
     print(f'{out}: {n["train"]:,} train tokens ({d["train"]:,} documents) and {n["val"]:,} val tokens '
           f'({d["val"]:,} documents) of {len(meta["tokens"]["train"])} sources, {meta["dtype"]}')
 
+# %% ../nbs/10_pretraining.ipynb #2853d810
 def mathnb_corpus_cli(): run_cli(mathnb_corpus, 'mathnb-corpus')
 
-# %% ../nbs/10_pretraining.ipynb #8429d612
-_META = {'format': str, 'version': int, 'dtype': str, 'vocab_size': int, 'end_id': int, 'tokenizer_sha256': str,
-         'n_documents': dict, 'n_tokens': dict, 'documents': dict, 'tokens': dict}
+# %% ../nbs/10_pretraining.ipynb #0e93b1f1
+_META = {'format': str, 'version': int, 'dtype': str, 'vocab_size': int, 'end_id': int,
+         'tokenizer_sha256': str, 'n_documents': dict, 'n_tokens': dict, 'documents': dict, 'tokens': dict}
 
-def read_corpus_meta(path) -> dict:
-    "The `meta.json` of corpus folder `path`, its fields checked; else `CorpusError` naming the file and field."
-    file = Path(path)/'meta.json'
-    if not file.is_file(): raise CorpusError(f'{path}: not a corpus folder (no meta.json; mathnb-corpus makes one)')
+def _meta_fields(file:Path) -> dict:
+    if not file.is_file(): raise CorpusError(f'{file.parent}: not a corpus folder (no meta.json)')
     meta = load_json(file, 'corpus meta file')
     for k, kind in _META.items():
         if not isinstance(meta.get(k), kind) or isinstance(meta.get(k), bool):
-            raise CorpusError(f'{file}: field "{k}" must be {_json_type(kind())}, got {_json_type(meta.get(k))}')
+            want, got = _json_type(kind()), _json_type(meta.get(k))
+            raise CorpusError(f'{file}: field "{k}" must be {want}, got {got}')
+    return meta
+
+# %% ../nbs/10_pretraining.ipynb #6a316141
+def read_corpus_meta(path) -> dict:
+    "The `meta.json` of corpus folder `path`, its fields checked; else `CorpusError` naming file and field."
+    file = Path(path)/'meta.json'
+    meta = _meta_fields(file)
     if meta['format'] != 'mathnb-corpus' or meta['version'] != 1:
         raise CorpusError(f'{file}: fields "format", "version" must be "mathnb-corpus", 1')
     if meta['dtype'] != token_dtype(meta['vocab_size']).name:
-        raise CorpusError(f'{file}: field "dtype" must be {token_dtype(meta["vocab_size"]).name} for a vocabulary '
-                          f'of {meta["vocab_size"]:,}, got {meta["dtype"]!r}')
+        want = token_dtype(meta['vocab_size']).name
+        raise CorpusError(f'{file}: field "dtype" must be {want} for a vocabulary of {meta["vocab_size"]:,}, '
+                          f'got {meta["dtype"]!r}')
     for s in SPLITS:
         n = meta['n_tokens'].get(s)
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
@@ -433,12 +478,14 @@ def read_corpus_meta(path) -> dict:
 # %% ../nbs/10_pretraining.ipynb #d195be36
 def _token_file(path:Path, split:str, meta:dict) -> np.ndarray:
     file, dtype, n = path/f'{split}.bin', np.dtype(meta['dtype']), meta['n_tokens'][split]
-    if not file.is_file(): raise CorpusError(f'{file}: missing (meta.json field "n_tokens.{split}" says {n:,} tokens)')
+    if not file.is_file():
+        raise CorpusError(f'{file}: missing (meta.json field "n_tokens.{split}" says {n:,} tokens)')
     if file.stat().st_size != n * dtype.itemsize:
-        raise CorpusError(f'{file}: {file.stat().st_size:,} bytes, but meta.json field "n_tokens.{split}" says '
-                          f'{n:,} {dtype.name} tokens ({n * dtype.itemsize:,} bytes)')
+        raise CorpusError(f'{file}: {file.stat().st_size:,} bytes, but meta.json field "n_tokens.{split}" '
+                          f'says {n:,} {dtype.name} tokens ({n * dtype.itemsize:,} bytes)')
     return np.memmap(file, dtype, 'r', shape=(n,)) if n else np.zeros(0, dtype)
 
+# %% ../nbs/10_pretraining.ipynb #990b3821
 def open_corpus(path) -> tuple[np.ndarray, np.ndarray, dict]:
     "`train.bin` and `val.bin` of corpus folder `path` as read-only memmaps, with its checked `meta.json`."
     path = Path(path)
@@ -450,20 +497,23 @@ def open_corpus(path) -> tuple[np.ndarray, np.ndarray, dict]:
                           f'({sha[:12]}… != {meta["tokenizer_sha256"][:12]}…)')
     return _token_file(path, 'train', meta), _token_file(path, 'val', meta), meta
 
-# %% ../nbs/10_pretraining.ipynb #97c297e0
-MATHQA_FILES = ('dev.json',)
+# %% ../nbs/10_pretraining.ipynb #9d331b0a
+MATHQA_FILES = ('dev.json',)    # not test.json or challenge_test.json: MathQA's test numbers stay clean
 
+# %% ../nbs/10_pretraining.ipynb #8da64a49
 def _local_texts(data:Path, n_arithmetic:int, seed:int) -> dict:
     from mathnb.benchmarks import read_records
     from mathnb.data import ProblemSpec, problem_stream
     arith = islice(problem_stream(ProblemSpec('mix', '3', 'think'), seed), n_arithmetic)
+    mathqa = chain.from_iterable(read_records(data/'mathqa'/f) for f in MATHQA_FILES)
     return {'gsm8k': (r['answer'] for _, r in read_records(data/'gsm8k/train.jsonl')),
             'math': (f"{r['problem']}\n{r['solution']}" for _, r in read_records(data/'math/test.jsonl')),
-            'mathqa': (r['Rationale'].strip().strip('"') for f in MATHQA_FILES for _, r in read_records(data/'mathqa'/f)),
+            'mathqa': (r['Rationale'].strip().strip('"') for _, r in mathqa),
             'arithmetic': (r['prompt'] + r['target'].removesuffix('<end>') for r in arith)}
 
+# %% ../nbs/10_pretraining.ipynb #eb3ea237
 def local_corpus(out, data=None, n_arithmetic:int=5000, limit:int|None=None, seed:int=0) -> dict:
-    "Write the local math corpus to `out`, one `SOURCE.jsonl` of `{text, source}` rows a source; rows per source."
+    "Write the local math corpus to `out`, a `SOURCE.jsonl` of `{text, source}` rows a source; their counts."
     from mathnb.benchmarks import data_dir
     counts = {}
     for name, texts in _local_texts(data_dir(data), n_arithmetic, seed).items():
