@@ -419,7 +419,7 @@ def seeded_lora(load, seed:int, **lora) -> tuple[PeftModel, object]:
 
 # %% ../nbs/06_lora.ipynb #f1b7d835
 def check_resumable(out:Path, model:nn.Module, cfg:TrainConfig):
-    "Load the checkpoint in `out` into `model` and a scratch optimizer, as `train` will; `TrainingError` if not."
+    "Load `out`'s checkpoint into `model` and a scratch optimizer, as `train` will; `TrainingError` if not."
     ckpt, opt = Path(out)/'checkpoint', make_optimizer(model.parameters(), cfg)
     with torch.random.fork_rng():
         try: load_checkpoint(ckpt, {'model': model}, opt)
@@ -460,9 +460,9 @@ def _hf_job(s:dict, out:Path, over:dict, steps, device, quiet:bool, resume:bool,
     else: cfg, extra = _hf_config({**over, **({'steps': steps} if steps else {})})
     cfg = replace(cfg, progress=not quiet, **({'device': device} if device else {}))
     task, rows, test = hf_data(s['dataset'], cfg, s['exclude'])
-    dev, hf_kw = init_distributed(cfg.device, cfg.dist_timeout), dict(load_4bit=s['load_4bit'],
-                                                                        grad_checkpointing=s['grad_checkpointing'])
-    pm, tok = seeded_lora(lambda: load_base(s, dev, **hf_kw), cfg.seed, task_type='CAUSAL_LM', **s['lora'])
+    dev = init_distributed(cfg.device, cfg.dist_timeout)
+    load = partial(load_base, s, dev, load_4bit=s['load_4bit'], grad_checkpointing=s['grad_checkpointing'])
+    pm, tok = seeded_lora(load, cfg.seed, task_type='CAUSAL_LM', **s['lora'])
     if resume: check_resumable(out, pm, cfg)
     chat, max_len = None if s['chat'] == 'auto' else s['chat'] == 'yes', extra.get('max_len', 512)
     data = sft_data(tok, task, rows, test, cfg, max_len, chat)
@@ -504,8 +504,9 @@ def mathnb_lora(
     over = {k: v for k, v in dict(lr=lr, n_train=n_train).items() if v is not None} | parse_set(set)
     if resume:
         if not out: raise UserError('--resume needs --out DIR: the run to continue')
-        asked = dict(base=base, preset=preset, dataset=dataset, chat=chat, exclude=exclude, load_4bit=load_4bit,
-                     grad_checkpointing=grad_checkpointing, **lora, lr=lr, n_train=n_train, set=set)
+        asked = dict(base=base, preset=preset, dataset=dataset, chat=chat, exclude=exclude,
+                     load_4bit=load_4bit, grad_checkpointing=grad_checkpointing, **lora, lr=lr,
+                     n_train=n_train, set=set)
         out = check_out_dir(out)
         s = _saved_run(out, [f'--{k}' for k, v in asked.items() if v not in (None, False, [])])
     else:
