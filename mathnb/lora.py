@@ -316,7 +316,7 @@ def hf_eval(model, tok, task, rows:list[dict], chat:bool=False, max_new_tokens:i
 HF_TRAIN = dict(steps=200, batch_size=8, lr=2e-4, min_lr=2e-5, warmup=10, weight_decay=0.0, n_val=0,
                 n_test=50, ckpt_every=50, log_every=10)
 
-# %% ../nbs/06_lora.ipynb #d8306fa5
+# %% ../nbs/06_lora.ipynb #e5a90c12
 def sft_data(tok, task, rows:list[dict], test_rows:list[dict], cfg:TrainConfig, max_len:int=512,
              chat=None) -> SFTData:
     "The `SFTData` of a run: `rows` (the first `cfg.n_train`) to train on, `cfg.n_test` of `test_rows`."
@@ -324,6 +324,7 @@ def sft_data(tok, task, rows:list[dict], test_rows:list[dict], cfg:TrainConfig, 
     data.test = test_rows[:cfg.n_test]
     return data
 
+# %% ../nbs/06_lora.ipynb #d8306fa5
 def finetune_hf(model:PeftModel, tok, base, task, rows:list[dict], test_rows:list[dict], cfg:TrainConfig, out,
                 resume:bool=False, max_len:int=512, chat=None, max_new_tokens:int=256, meta:dict|None=None,
                 log=print, overwrite:bool=False, data:SFTData|None=None) -> dict|None:
