@@ -8,7 +8,7 @@ import json, sys, time
 from pathlib import Path
 from typing import Callable
 from fastcore.script import call_parse
-from .core import UserError, atomic_write, check_out_dir, run_cli
+from .core import UserError, atomic_write, check_out_dir, run_cli, check_number
 from .model import model_dir_kind, load_model, load_hf, complete, hf_complete
 from .evaluation import evaluate
 from .benchmarks import DATASETS, BenchmarkTask, load_rows, gold_completion, gold_selftest, cut
@@ -57,10 +57,10 @@ class BenchGenerator:
 def _check_args(model, gold, n, shots, batch_size, max_new_tokens, out) -> Path|None:
     "The `out` path, after every argument of `bench` that needs no file is checked."
     if not gold and not model: raise UserError('give --model DIR, or --gold to grade the reference solutions')
-    if n is not None and n < 1: raise UserError(f'--n must be >= 1, got {n}')
+    if n is not None: check_number('--n', n, 1, integer=True)
     if not 0 <= shots <= 16: raise UserError(f'--shots must be between 0 and 16, got {shots}')
-    if batch_size < 1: raise UserError(f'--batch-size must be >= 1, got {batch_size}')
-    if max_new_tokens < 1: raise UserError(f'--max-new-tokens must be >= 1, got {max_new_tokens}')
+    check_number('--batch-size', batch_size, 1, integer=True)
+    check_number('--max-new-tokens', max_new_tokens, 1, integer=True)
     if out is None: return None
     out = Path(out)
     if out.is_dir(): raise UserError(f'--out {out}: is a directory; give a file name such as preds.jsonl')

@@ -8,7 +8,7 @@ import json, math, os, random, re, tempfile, threading
 from fractions import Fraction
 from pathlib import Path
 import mathnb
-from .core import UserError, read_text, read_jsonl
+from .core import UserError, read_text, read_jsonl, need_hub
 from .data import Task, register_task, DataError, DataSpecError
 
 # %% auto #0
@@ -239,6 +239,7 @@ def hub_rows(name:str, split:str='test') -> list[dict]:
     "Rows of data set `name` downloaded from the Hugging Face hub (needs `datasets` and a network)."
     if name not in HUB: raise UserError(f'{name}: not available from the hub; choose from {", ".join(HUB)}')
     repo, config, *_ = HUB[name]
+    need_hub(f'{name} ({repo})')
     try:
         from datasets import load_dataset
         ds = load_dataset(repo, config, split=split)

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 # %% auto #0
-__all__ = ['UserError', 'parse_json', 'read_text', 'load_json', 'read_jsonl', 'atomic_write', 'check_out_dir', 'normalize_text',
-           'clip', 'check_number', 'hub_reachable', 'need_hub', 'run_cli']
+__all__ = ['UserError', 'parse_json', 'read_text', 'load_json', 'read_jsonl', 'atomic_write', 'save_png', 'check_out_dir',
+           'normalize_text', 'clip', 'check_number', 'hub_reachable', 'need_hub', 'run_cli']
 
 # %% ../nbs/00_core.ipynb #ab9e42e2
 class UserError(ValueError):
@@ -85,6 +85,11 @@ def atomic_write(path, data:str|bytes|Callable[[Path], object]) -> Path:
         os.replace(tmp, path)
     finally: tmp.unlink(missing_ok=True)
     return path
+
+# %% ../nbs/00_core.ipynb #12e5b43a
+def save_png(fig, path, dpi:int=80) -> Path:
+    "Write matplotlib `fig` to `path` atomically as a PNG whose bytes depend on the figure alone."
+    return atomic_write(path, lambda t: fig.savefig(t, dpi=dpi, format='png', metadata={'Software': None}))
 
 # %% ../nbs/00_core.ipynb #0bf48667
 def check_out_dir(path, what:str='--out') -> Path:

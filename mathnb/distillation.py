@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.script import call_parse, Param
-from .core import UserError, atomic_write, check_out_dir, load_json, read_jsonl, run_cli
+from .core import UserError, atomic_write, check_out_dir, load_json, read_jsonl, run_cli, save_png
 from .tokenizer import CharTokenizer, MathTokenizer, TokenizerError, load_tokenizer
 from .model import (GPT, GPTConfig, ModelLoadError, load_model, model_dir_kind, complete,
                           default_model_dir, load_hf, hf_complete)
@@ -610,7 +610,7 @@ def plot_distillation(runs:list[dict], path=None, dpi:int=80):
     fig.tight_layout()
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(Path(path), lambda t: fig.savefig(t, dpi=dpi, format='png'))
+        save_png(fig, path, dpi)
     return fig
 
 # %% ../nbs/05_distillation.ipynb #13dff12a

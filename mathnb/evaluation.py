@@ -379,7 +379,7 @@ def mathnb_solve(
     if problem is None: raise UserError('no problem given: try mathnb-solve "658+189="')
     model_dir = resolve_model_dir(model)
     task = load_task(model_dir)
-    row = task.pose(problem)
+    row = task.pose(normalize_text(problem))
     net, tok = load_model(model_dir, _device(device))
     _check_fits(row['prompt'], tok, net.config.block_size)
     if note := task.outside(row): print(f'note: {note}', file=sys.stderr)

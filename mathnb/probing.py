@@ -12,7 +12,7 @@ import numpy as np, torch
 import matplotlib
 import matplotlib.pyplot as plt
 from fastcore.script import call_parse
-from .core import UserError, atomic_write, check_out_dir, run_cli
+from .core import UserError, atomic_write, check_out_dir, run_cli, save_png
 from .model import GPT, load_model, resolve_model_dir, default_model_dir, complete, get_config
 from .data import (Problem, ArithmeticTask, cot_steps, format_target, parse_completion, final_answer,
                          implied_answer, count_carries, COT_FORMATS, load_task)
@@ -567,7 +567,7 @@ def save_figures(figs:dict, out, dpi:int=80) -> list[Path]:
     paths = []
     for name, fig in figs.items():
         p = Path(out)/f'{name}.png'
-        atomic_write(p, lambda t, f=fig: f.savefig(t, dpi=dpi, format='png', metadata={'Software': None}))
+        save_png(fig, p, dpi)
         paths.append(p)
     return paths
 

@@ -11,7 +11,7 @@ import torch
 import ipywidgets as widgets
 from fastcore.script import call_parse
 import mathnb
-from .core import UserError, run_cli
+from .core import UserError, run_cli, check_number, normalize_text
 from .tokenizer import MathTokenizer, CharTokenizer, TokenizerError
 from .model import GPT, load_model, resolve_model_dir
 from .data import Task, ArithmeticTask, DataSpecError, calc, CalcError, load_task
@@ -35,7 +35,7 @@ def pose(problem, task:Task, tok:MathTokenizer, block_size:int|None=None, max_ch
     elif len(str(problem)) > max_chars:
         raise InputError(f'too long: {len(str(problem))} characters (a problem is at most {max_chars})')
     else:
-        try: row = task.pose(str(problem))
+        try: row = task.pose(normalize_text(problem))
         except DataSpecError as e: raise InputError(str(e)) from None
     target = task.target_of(row)
     try: need = len(tok.encode(row['prompt'])) + (len(tok.encode(target)) if target else 1)
@@ -302,7 +302,7 @@ def attention_pattern(model:GPT, ids:list[int]) -> torch.Tensor:
 def figure_png(fig, dpi:int=100) -> bytes:
     "`fig` as PNG bytes (works without a display, on matplotlib's Agg canvas)."
     buf = io.BytesIO()
-    fig.savefig(buf, format='png', dpi=dpi)
+    fig.savefig(buf, format='png', dpi=dpi, metadata={'Software': None})   # bytes of the figure alone
     return buf.getvalue()
 
 # %% ../nbs/08_solver.ipynb #92e700b7
@@ -546,9 +546,8 @@ def mathnb_chat(
     device:str='cpu',            # cpu, cuda, mps or auto
 ):
     "Talk to a model in the terminal: type a problem, see its steps and answer checked."
-    if temperature < 0: raise UserError(f'--temperature must be >= 0, got {temperature}')
-    if max_new_tokens is not None and max_new_tokens < 1:
-        raise UserError(f'--max-new-tokens must be >= 1, got {max_new_tokens}')
+    check_number('--temperature', temperature, 0)
+    if max_new_tokens is not None: check_number('--max-new-tokens', max_new_tokens, 1, integer=True)
     for s in (sys.stdout, sys.stderr):
         try: s.reconfigure(errors='replace')
         except (AttributeError, ValueError): pass

@@ -17,7 +17,7 @@ from safetensors.torch import save_file, load_file
 from tqdm.auto import tqdm
 from fastcore.script import call_parse, Param
 import mathnb
-from .core import UserError, atomic_write, load_json, read_jsonl, check_out_dir, run_cli
+from .core import UserError, atomic_write, load_json, read_jsonl, check_out_dir, run_cli, save_png
 from .tokenizer import CharTokenizer, BPETokenizer, MathTokenizer, load_tokenizer
 from .model import (GPT, GPTConfig, ConfigError, get_config, get_device, check_fits, complete, save_model,
                           PRESETS as MODEL_PRESETS)
@@ -812,7 +812,7 @@ def save_curves(model_dir, dpi:int=80) -> list[Path]:
         fig.tight_layout()
         p = model_dir/'figures'/f'{name}.png'
         p.parent.mkdir(exist_ok=True)
-        atomic_write(p, lambda t: fig.savefig(t, dpi=dpi, format='png'))
+        save_png(fig, p, dpi)
         plt.close(fig)
         paths.append(p)
     return paths
