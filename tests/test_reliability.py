@@ -258,7 +258,7 @@ def test_offline_hub_fails_fast(model_dir, tmp_path):
     r = run_cli('mathnb-bench', '--gold', '--dataset', 'gsm8k', '--hub', '--data-dir', tmp_path, '--n', '2',
                 '--out', tmp_path/'p.jsonl', env=env, timeout=60)
     assert_user_error(r, 'the Hugging Face hub cannot be reached')
-    r = run_cli('mathnb-lora', '--base', 'no-such-org/no-such-model', '--out', tmp_path/'l', '--steps', '2',
+    r = run_cli('mathnb-lora', '--base', 'no-such-org/no-such-model', '--dataset', 'gsm8k', '--out', tmp_path/'l', '--steps', '2',
                 env=env, timeout=60)
     assert_user_error(r, 'the Hugging Face hub cannot be reached')
     assert not (tmp_path/'l').exists()
