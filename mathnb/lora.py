@@ -12,7 +12,7 @@ import torch, torch.nn as nn
 from fastcore.script import call_parse, Param
 from peft import LoraConfig, PeftModel, get_peft_model
 import mathnb
-from .core import UserError, atomic_write, check_out_dir, load_json, run_cli
+from .core import UserError, atomic_write, check_out_dir, load_json, run_cli, save_png
 from .model import (GPT, GPTConfig, ModelLoadError, ConfigError, load_model, save_model, get_device,
                           default_model_dir, load_config, model_dir_kind, load_hf, hf_complete)
 from .data import IGNORE, read_prompts, task_from_dict, load_task
@@ -590,5 +590,5 @@ def plot_lora(rows:list[dict], path=None, dpi:int=80):
     fig.tight_layout()
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda t: fig.savefig(t, dpi=dpi, format='png'))
+        save_png(fig, path, dpi)
     return fig
