@@ -343,11 +343,28 @@ def _check_fit(modules:dict, sd:dict, path:Path):
         raise TrainingError(f'{path/"model.safetensors"}: its tensors do not fit this model '
                             '(a different config?)')
 
+def _check_opt(ot:dict, modules:dict, path:Path):
+    "A `TrainingError` unless the saved optimizer tensors `ot` fit `modules` as `make_optimizer` groups them."
+    ps = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
+    ordered = [p for p in ps if p.dim() >= 2] + [p for p in ps if p.dim() < 2]
+    f, rng = path/'optimizer.safetensors', ot.get('rng.torch')
+    if rng is None or rng.dtype != torch.uint8 or rng.shape != torch.get_rng_state().shape:
+        raise TrainingError(f'{f}: no usable random-number state (rng.torch); cannot resume')
+    for k, v in ot.items():
+        if k.startswith('rng.'): continue
+        i, _, name = k.partition('.')
+        if not i.isdigit() or int(i) >= len(ordered) or name not in ('step', 'exp_avg', 'exp_avg_sq'):
+            raise TrainingError(f'{f}: unexpected tensor {k!r}; cannot resume')
+        want = () if name == 'step' else tuple(ordered[int(i)].shape)
+        if tuple(v.shape) != want:
+            raise TrainingError(f'{f}: {k} is {tuple(v.shape)}, the model needs {want}; cannot resume')
+
 def check_checkpoint(path, modules:dict) -> dict:
     "The state of checkpoint `path` once its tensor files are read and fit `modules`; else a `TrainingError`."
     state = read_checkpoint_state(path)
-    sd, _ = _read_tensors(Path(state['_dir']))
+    sd, ot = _read_tensors(Path(state['_dir']))
     _check_fit(modules, sd, Path(state['_dir']))
+    _check_opt(ot, modules, Path(state['_dir']))
     return state
 
 def _load_params(modules:dict, sd:dict, path:Path):
@@ -373,6 +390,7 @@ def load_checkpoint(path, modules:dict, opt) -> dict:
     state = read_checkpoint_state(path)
     path = Path(state['_dir'])
     sd, ot = _read_tensors(path)
+    _check_opt(ot, modules, path)
     _load_params(modules, sd, path)
     osd = _opt_state(ot, state['param_groups'])
     try: opt.load_state_dict(osd)

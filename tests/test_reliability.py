@@ -297,3 +297,25 @@ def test_two_training_runs_are_bitwise_equal(tmp_path):
     assert (tmp_path/'a'/'model.safetensors').read_bytes() == (tmp_path/'b'/'model.safetensors').read_bytes()
     loss = lambda d: [json.loads(l).get('loss') for l in (d/'metrics.jsonl').read_text().splitlines()]
     assert loss(tmp_path/'a') == loss(tmp_path/'b')
+
+def _damage_optimizer(d, edit):
+    from safetensors.torch import load_file, save_file
+    f = d/'checkpoint'/'optimizer.safetensors'
+    ot = load_file(f)
+    edit(ot)
+    save_file(ot, f)
+
+@pytest.mark.parametrize('edit,msg', [
+    (lambda ot: ot.pop('rng.torch'), 'no usable random-number state'),
+    (lambda ot: ot.update({'0.exp_avg': ot['0.exp_avg'][:1]}), '0.exp_avg is'),
+    (lambda ot: ot.update({'nonsense': ot['0.step'].clone()}), "unexpected tensor 'nonsense'"),
+    (lambda ot: ot.update({'999.exp_avg': ot['0.exp_avg'].clone()}), "unexpected tensor '999.exp_avg'"),
+])
+def test_damaged_optimizer_state_writes_nothing(finished, tmp_path, edit, msg):
+    "Optimizer tensors that cannot fit are found before a resume writes anything (AdamW itself would accept them)."
+    d = tmp_path/'copy'
+    shutil.copytree(finished, d)
+    _damage_optimizer(d, edit)
+    before = snapshot(d)
+    assert_user_error(train('--out', d, '--resume', '--steps', '30', '--quiet'), 'optimizer.safetensors', msg)
+    assert snapshot(d) == before
