@@ -319,3 +319,14 @@ def test_damaged_optimizer_state_writes_nothing(finished, tmp_path, edit, msg):
     before = snapshot(d)
     assert_user_error(train('--out', d, '--resume', '--steps', '30', '--quiet'), 'optimizer.safetensors', msg)
     assert snapshot(d) == before
+
+@pytest.mark.parametrize('cmd', ['distill', 'bench', 'probe', 'lora'])
+def test_deeply_nested_config_is_one_line(model_dir, tmp_path, cmd):
+    d = copy_model(model_dir, tmp_path/'m')
+    (d/'config.json').write_text('[' * 200_000)
+    args = {'distill': ['--teacher', d, '--out', tmp_path/'o', '--steps', '5'],
+            'bench': ['--model', d, '--dataset', 'gsm8k', '--n', '2', '--out', tmp_path/'o'/'p.jsonl'],
+            'probe': ['--model', d, '--out', tmp_path/'o'],
+            'lora': ['--base', d, '--preset', 'sub3-cot', '--out', tmp_path/'o', '--steps', '2']}[cmd]
+    assert_user_error(run_cli(f'mathnb-{cmd}', *args), 'config.json: JSON nested too deeply')
+    assert not (tmp_path/'o').exists()
