@@ -158,6 +158,11 @@ class DataSource(Protocol):
         "`n` rows of step `step` as tensors (`input_ids`, `labels`): a pure function of (seed, step)."
         ...
 
+# What a data source may add (`train` and `run_training` look for these by name):
+#   validate(model) -> dict     its own validation numbers (`val_loss`, ...), computed by every process
+#   check_fits(model_cfg)       a `ConfigError` if the model cannot take this data (a too-short context)
+# and a task may build its own data source: `task.data_source(tok, cfg, exclude) -> DataSource`.
+
 # %% ../nbs/04_training.ipynb #1d9cd50e
 def _rng(*key) -> random.Random: return random.Random(zlib.crc32(json.dumps(key).encode()))
 
@@ -706,9 +711,12 @@ def _precision(cfg:TrainConfig, dev:torch.device) -> tuple:
 
 # %% ../nbs/04_training.ipynb #145ff663
 def _validation(model:nn.Module, data:DataSource, cfg:TrainConfig, world:int) -> tuple[dict, str|None]:
-    "Validation numbers to log, and `'target'` once exact match reaches `cfg.target_acc`."
-    v = validate(model, data.tok, data.task, data.val) | dict(val_processes=world)
-    return v, 'target' if cfg.target_acc and v['val_acc'] >= cfg.target_acc else None
+    "Validation numbers to log (the data source's own, if it has them), and `'target'` at `cfg.target_acc`."
+    own = getattr(data, 'validate', None)
+    v = (own(model) if own else validate(model, data.tok, data.task, data.val)) | dict(val_processes=world)
+    return v, 'target' if cfg.target_acc and v.get('val_acc', 0) >= cfg.target_acc else None
+
+def _validates(data:DataSource) -> bool: return bool(data.val) or hasattr(data, 'validate')
 
 # %% ../nbs/04_training.ipynb #1bd126be
 def _kept(good:int, ckpt) -> str:
@@ -763,10 +771,10 @@ def train(model:nn.Module, data:DataSource, cfg:TrainConfig, out=None, resume:bo
                 rec = dict(step=step, time=round(time.time() - t0, 3), loss=loss, lr=lr, grad_norm=gnorm,
                            **extras)
                 if step % cfg.log_every == 0: rec |= meter.read()
-                if (step % cfg.eval_every == 0 or step == cfg.steps) and data.val:
+                if (step % cfg.eval_every == 0 or step == cfg.steps) and _validates(data):
                     v, stop = _validation(model, data, cfg, world)
                     rec |= v
-                    last = {k: rec[k] for k in ('val_loss', 'val_acc')}
+                    last = {k: v for k, v in rec.items() if k.startswith('val_') and k != 'val_processes'}
                 if step % cfg.log_every == 0 or 'val_loss' in rec or stop: log.log(rec)
                 bar.update(1)
                 bar.set_postfix(loss=f'{loss:.4f}',
@@ -912,6 +920,7 @@ def task_tokenizer(task:Task, seed:int=0, path=None) -> MathTokenizer:
     if path: return load_tokenizer(path)
     spec = task.tokenizer_spec
     if spec.get('kind', 'char') == 'char': return CharTokenizer()
+    if spec['kind'] == 'file': return load_tokenizer(spec['path'])          # the task's data comes with one
     rng = _rng('tokenizer', seed)
     rows = [task.sample(rng) for _ in range(spec.get('n_texts', 3000))]
     texts = [r['prompt'] + (task.target_of(r) or '') for r in rows]
@@ -964,8 +973,9 @@ def _finish_run(model, tok, task:Task, data, out:Path, info:dict, save, t_start:
     if is_main():
         (save or save_model)(model, tok, out, **info)
         test = getattr(data, 'test', None) or []
-        res = (evaluator or _evaluate_summary)(model, tok, task, test) if test else dict(accuracy=None, n=0)
         s = info['summary']
+        last_val = {k: v for k, v in s.items() if k.startswith('val_')}
+        res = (evaluator or _evaluate_summary)(model, tok, task, test) if test else dict(accuracy=None, n=0, **last_val)
         res = dict(res, data='test.jsonl', train_steps=s['steps'], train_time=s['train_time'],
                    total_time=round(time.time() - t_start, 2))
         atomic_write(out/'eval.json', json.dumps(res, indent=1))
@@ -985,7 +995,8 @@ def _check_start(out:Path, resume:bool, overwrite:bool):
 def _new_model(task:Task, tok, model_cfg:GPTConfig, cfg:TrainConfig, data) -> tuple[GPT, GPTConfig]:
     "A fresh GPT for `tok`'s vocabulary, seeded with `cfg.seed`, once the task's longest rows and its AdamW state fit."
     model_cfg = replace(model_cfg, vocab_size=tok.vocab_size)
-    _fits(task, tok, model_cfg, data.val + getattr(data, 'test', []) + data.rows(0, 256))
+    if fits := getattr(data, 'check_fits', None): fits(model_cfg)
+    else: _fits(task, tok, model_cfg, data.val + getattr(data, 'test', []) + data.rows(0, 256))
     check_fits(model_cfg, get_device(cfg.device), 16, 'training this model')   # weights, grads, AdamW moments
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
@@ -1010,6 +1021,7 @@ def run_training(task:Task, model_cfg:GPTConfig, cfg:TrainConfig, out, exclude=(
     _check_start(out, resume, overwrite)
     init_distributed(cfg.device, cfg.dist_timeout)
     if tok is None: tok = _run_tokenizer(task, cfg, out, resume, tokenizer)
+    if data is None and hasattr(task, 'data_source'): data = task.data_source(tok, cfg, exclude)
     data = data or TaskData.from_config(task, tok, cfg, read_prompts(exclude))
     if model is None: model, model_cfg = _new_model(task, tok, model_cfg, cfg, data)
     run = dict(preset=preset, task=task.to_dict(), model=asdict(model_cfg) if model_cfg else None, train=cfg.to_dict(),
@@ -1065,7 +1077,10 @@ def resume_parts(out:Path, steps:int|None=None) -> tuple:
 def run_summary(res:dict, out, hint:str|None=None) -> str:
     "The lines a training command prints at the end of a run: test exact match, time, where the model is."
     acc = '-' if res.get('accuracy') is None else f"{100 * res['accuracy']:.2f}%"
-    lines = [f"test exact match {acc} on {res['n']} held-out problems ({res['train_steps']} steps, "
+    what = f"test exact match {acc} on {res['n']} held-out problems"
+    if not res['n'] and 'val_loss' in res:          # a language model: its held-out text's loss
+        what = f"validation loss {res['val_loss']:.4f}" + (f" (perplexity {res['val_ppl']:.2f})" if 'val_ppl' in res else '')
+    lines = [f"{what} ({res['train_steps']} steps, "
              f"{res['train_time']:.0f}s training, {res['total_time']:.0f}s in all)",
              f'model: {out}/  curves: {out}/figures/' + (f'  try: {hint}' if hint else '')]
     return '\n'.join(lines)
