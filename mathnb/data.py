@@ -556,7 +556,8 @@ def cot_summary(preds:list[dict]) -> dict:
                 right_answer_flawed_cot=sum(p['correct'] and p.get('error_kind') is not None for p in preds))
 
 # %% ../nbs/02_data.ipynb #1c997ea1
-TASK_MODULES = {'wordproblem': 'mathnb.wordtask', 'benchmark': 'mathnb.benchmarks'}
+TASK_MODULES = {'wordproblem': 'mathnb.wordtask', 'benchmark': 'mathnb.benchmarks',
+                'corpus': 'mathnb.pretraining'}
 
 def task_class(kind:str) -> type:
     "The `Task` class registered as `kind`, importing the module of a plug-in kind on first use."

@@ -4,25 +4,29 @@
 
 # %% ../nbs/10_pretraining.ipynb #ef5d6e2d
 from __future__ import annotations
-import array, hashlib, json, os, shutil, tempfile
+import array, hashlib, json, math, os, shutil, tempfile
 from collections import Counter
 from dataclasses import dataclass
 from itertools import chain, islice
 from pathlib import Path
 from typing import Iterable, Iterator
 import numpy as np
+import torch
 from fastcore.script import call_parse, Param
 from tqdm.auto import tqdm
 from .core import UserError, parse_json, load_json, atomic_write, check_out_dir, check_number
 from .core import need_hub, run_cli
 from .tokenizer import SPECIAL_TOKENS, BPETokenizer, load_tokenizer, train_bpe
+from .model import ConfigError
+from .data import Task, DataSpecError, register_task
+from .training import lm_loss, all_sum, rank_and_world
 
 # %% auto #0
 __all__ = ['TEXT_FIELDS', 'SPLITS', 'MATHQA_FILES', 'CorpusError', 'row_text', 'row_source', 'Doc', 'parse_document',
            'check_input', 'read_documents', 'hub_documents', 'documents', 'train_tokenizer', 'mathnb_tokenizer',
            'mathnb_tokenizer_cli', 'token_dtype', 'doc_hash', 'val_split', 'shuffle_keys', 'CorpusPlan', 'scan_corpus',
            'write_order', 'write_tokens', 'corpus_meta', 'build_corpus', 'mathnb_corpus', 'mathnb_corpus_cli',
-           'read_corpus_meta', 'open_corpus', 'local_corpus']
+           'read_corpus_meta', 'open_corpus', 'local_corpus', 'CorpusData', 'CorpusTask']
 
 # %% ../nbs/10_pretraining.ipynb #7da579b6
 class CorpusError(UserError):
@@ -521,3 +525,84 @@ def local_corpus(out, data=None, n_arithmetic:int=5000, limit:int|None=None, see
         atomic_write(Path(out)/f'{name}.jsonl', '\n'.join(rows) + '\n')
         counts[name] = len(rows)
     return counts
+
+# %% ../nbs/10_pretraining.ipynb #215cb382
+class CorpusData:
+    "Windows of a tokenized corpus as the data protocol asks: the batch of a step depends on (seed, step) only."
+    def __init__(self, task, tok, seed:int=0, n_val:int=64):
+        self.task, self.tok, self.seed, self.T = task, tok, seed, task.context
+        self.train_tokens, self.val_tokens, self.meta = open_corpus(task.data)
+        for name, arr in (('train', self.train_tokens), ('val', self.val_tokens)):
+            if len(arr) < self.T + 1:
+                raise CorpusError(f'{task.data}/{name}.bin: {len(arr)} tokens, fewer than one window of '
+                                  f'{self.T + 1} (context {self.T} + 1)')
+        self.val, self.test = [], []            # no rows: validation is the loss on val.bin
+        k = min(n_val, (len(self.val_tokens) - 1) // self.T)
+        self.val_starts = (np.arange(k) * ((len(self.val_tokens) - 1 - self.T) // max(k - 1, 1))).tolist()
+
+    def starts(self, step:int, n:int) -> np.ndarray:
+        "Where step `step`'s `n` windows start in `train.bin`."
+        last = len(self.train_tokens) - self.T - 1                       # the last start that leaves a label
+        seq = (step * n + np.arange(n)) * self.T
+        if self.task.ordered and seq[-1] <= last: return seq        # the ordered first epoch
+        return np.random.default_rng([self.seed, step]).integers(0, last + 1, size=n)
+
+    def windows(self, arr:np.ndarray, starts) -> dict:
+        x = torch.from_numpy(np.stack([arr[s:s + self.T + 1] for s in starts]).astype(np.int64))
+        return dict(input_ids=x[:, :-1], labels=x[:, 1:])
+
+    def batch(self, step:int, n:int) -> dict: return self.windows(self.train_tokens, self.starts(step, n))
+
+    def check_fits(self, model_cfg):
+        if model_cfg.block_size < self.T:
+            raise ConfigError(f'block_size={model_cfg.block_size} is too small for the corpus task\'s '
+                              f'context {self.T}')
+
+    @torch.no_grad()
+    def validate(self, model) -> dict:
+        "Loss and perplexity on the fixed validation windows, shared out over the processes."
+        rank, world = rank_and_world()
+        dev, was = next(model.parameters()).device, model.training
+        model.eval()
+        try:
+            mine, sums = self.val_starts[rank::world], [0.0, 0]
+            for i in range(0, len(mine), 16):
+                b = self.windows(self.val_tokens, mine[i:i + 16])
+                y = b['labels'].to(dev)
+                sums[0] += lm_loss(model(b['input_ids'].to(dev)), y).item() * y.numel()
+                sums[1] += y.numel()
+            loss, n = all_sum(sums, dev)
+        finally: model.train(was)
+        loss /= max(n, 1)
+        return dict(val_loss=loss, val_ppl=math.exp(min(loss, 50)))
+
+# %% ../nbs/10_pretraining.ipynb #011806eb
+@register_task
+class CorpusTask(Task):
+    "Language modelling on a corpus folder written by `mathnb-corpus`: next-token loss on windows of it."
+    kind = 'corpus'
+    def __init__(self, data:str='data/mathcorpus/shuffled', context:int=128, ordered:bool=False):
+        if not isinstance(data, str) or not data: raise DataSpecError(f'corpus data must be a folder, got {data!r}')
+        if type(context) is not int or context < 2: raise DataSpecError(f'context must be a whole number >= 2, got {context!r}')
+        if type(ordered) is not bool: raise DataSpecError(f'ordered must be true or false, got {ordered!r}')
+        self.data, self.context, self.ordered = data, context, ordered
+
+    @property
+    def tokenizer_spec(self) -> dict: return {'kind': 'file', 'path': str(Path(self.data)/'tokenizer.json')}
+
+    def data_source(self, tok, cfg, exclude=()) -> CorpusData:
+        "The training data of a run: the corpus, checked to be tokenized by `tok`."
+        if exclude: raise DataSpecError('--exclude lists problems; a corpus holds its text out in val.bin')
+        data = CorpusData(self, tok, cfg.seed, cfg.n_val)
+        if tok.to_json() != load_tokenizer(Path(self.data)/'tokenizer.json').to_json():
+            raise CorpusError(f'{self.data}: its tokens were made with another tokenizer than this run\'s')
+        return data
+
+    def grade(self, row:dict, completion:str) -> dict:
+        return dict(correct=False, answer=completion, expected=row.get('answer'))
+
+    def max_new_tokens(self, tok, rows) -> int: return 64
+
+    def to_dict(self) -> dict: return dict(kind=self.kind, data=self.data, context=self.context, ordered=self.ordered)
+
+    def __repr__(self): return f'CorpusTask({self.data!r}, context={self.context}, ordered={self.ordered})'

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_training.ipynb #ab0fcd76
 from __future__ import annotations
-import functools, inspect, json, math, os, re, shutil, signal, time, warnings, zlib, random
+import functools, hashlib, inspect, json, math, os, re, shutil, signal, time, warnings, zlib, random
 from contextlib import nullcontext
 from dataclasses import dataclass, asdict, field, fields, replace
 from datetime import timedelta
@@ -19,7 +19,7 @@ from fastcore.script import call_parse, Param
 import mathnb
 from .core import UserError, atomic_write, load_json, read_jsonl, check_out_dir, run_cli, save_png
 from .tokenizer import CharTokenizer, BPETokenizer, MathTokenizer, load_tokenizer
-from .model import (GPT, GPTConfig, ConfigError, get_config, get_device, check_fits, complete, save_model,
+from .model import (GPT, GPTConfig, ConfigError, get_config, get_device, check_fits, complete, save_model, load_model,
                           PRESETS as MODEL_PRESETS)
 from .data import (Task, ArithmeticTask, task_class, task_from_dict, encode_rows, collate, read_prompts,
                          write_jsonl, DataSpecError, IGNORE)
@@ -33,8 +33,8 @@ __all__ = ['PEAK_FLOPS', 'TRAIN_PRESETS', 'TrainConfig', 'DataSource', 'epoch_or
            'init_distributed', 'close_distributed', 'all_sum', 'barrier', 'validate', 'Loggers', 'LossModule',
            'forward_backward', 'memory_estimate', 'memory_report', 'flops_per_token', 'peak_flops', 'Meter', 'Stopped',
            'set_grad_checkpointing', 'train_modules', 'train', 'read_metrics', 'plot_loss', 'plot_accuracy',
-           'save_curves', 'preset_for', 'task_fields', 'preset_parts', 'task_tokenizer', 'has_checkpoint',
-           'run_training', 'parse_set', 'resume_parts', 'run_summary', 'mathnb_train', 'mathnb_train_cli']
+           'save_curves', 'preset_for', 'task_fields', 'preset_parts', 'task_tokenizer', 'has_checkpoint', 'data_fits',
+           'run_training', 'parse_set', 'resume_parts', 'run_summary', 'init_parts', 'mathnb_train', 'mathnb_train_cli']
 
 # %% ../nbs/04_training.ipynb #f1ac54da
 @dataclass
@@ -863,6 +863,11 @@ TRAIN_PRESETS = {
                             model_overrides=dict(n_layer=3, n_embd=128, n_head=4, block_size=192),
                             train=dict(steps=700, batch_size=32, warmup=30, n_val=100, n_test=200,
                                        eval_every=100)),
+    # language modelling on a corpus written by mathnb-corpus: llama-style (RMSNorm, RoPE, SwiGLU, GQA)
+    'pretrain':        dict(task=dict(kind='corpus', data='data/mathcorpus/shuffled', context=128),
+                            model='llama-tiny', model_overrides=dict(block_size=128),
+                            train=dict(steps=300, batch_size=32, lr=3e-3, min_lr=3e-4, warmup=30, n_val=64,
+                                       eval_every=50)),
 }
 
 # %% ../nbs/04_training.ipynb #58d5dfd3
@@ -991,12 +996,17 @@ def _check_start(out:Path, resume:bool, overwrite:bool):
         raise UserError(f'{out} holds a checkpoint: add --resume to continue it, '
                         'or --overwrite to start again')
 
+# %% ../nbs/04_training.ipynb #a828b268
+def data_fits(task:Task, tok, model_cfg:GPTConfig, data):
+    "A `ConfigError` (or `TokenizerError`) unless a model of `model_cfg` with `tok` can take `data`."
+    if fits := getattr(data, 'check_fits', None): return fits(model_cfg)
+    _fits(task, tok, model_cfg, data.val + getattr(data, 'test', []) + data.rows(0, 256))
+
 # %% ../nbs/04_training.ipynb #39959a71
 def _new_model(task:Task, tok, model_cfg:GPTConfig, cfg:TrainConfig, data) -> tuple[GPT, GPTConfig]:
     "A fresh GPT for `tok`'s vocabulary, seeded with `cfg.seed`, once the task's longest rows and its AdamW state fit."
     model_cfg = replace(model_cfg, vocab_size=tok.vocab_size)
-    if fits := getattr(data, 'check_fits', None): fits(model_cfg)
-    else: _fits(task, tok, model_cfg, data.val + getattr(data, 'test', []) + data.rows(0, 256))
+    data_fits(task, tok, model_cfg, data)
     check_fits(model_cfg, get_device(cfg.device), 16, 'training this model')   # weights, grads, AdamW moments
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
@@ -1024,6 +1034,7 @@ def run_training(task:Task, model_cfg:GPTConfig, cfg:TrainConfig, out, exclude=(
     if data is None and hasattr(task, 'data_source'): data = task.data_source(tok, cfg, exclude)
     data = data or TaskData.from_config(task, tok, cfg, read_prompts(exclude))
     if model is None: model, model_cfg = _new_model(task, tok, model_cfg, cfg, data)
+    elif isinstance(model, GPT): data_fits(task, tok, model.config, data)      # a model given: a pre-trained one
     run = dict(preset=preset, task=task.to_dict(), model=asdict(model_cfg) if model_cfg else None, train=cfg.to_dict(),
                exclude=[str(e) for e in exclude])
     if resume: check_checkpoint(out/'checkpoint', train_modules(model, loss_fn))     # before anything is written
@@ -1112,6 +1123,17 @@ def _solve_hint(task:Task, out) -> str:
     example = '658+189=' if task.kind == 'arithmetic' else 'Ann has 3 bags of 4 eggs. How many eggs?'
     return f'mathnb-solve --model {out} "{example}"'
 
+# %% ../nbs/04_training.ipynb #53b15156
+def init_parts(init, tokenizer=None, device='cpu') -> tuple[GPT, MathTokenizer, dict]:
+    "The model (in training mode), tokenizer and provenance of pre-trained model directory `init`."
+    model, tok = load_model(init, get_device(device))
+    sha = lambda f: hashlib.sha256(Path(f).read_bytes()).hexdigest()
+    if tokenizer and sha(tokenizer) != sha(Path(init)/'tokenizer.json'):
+        raise UserError(f'--tokenizer {tokenizer} is not the tokenizer of --init {init} (their SHA-256 differ)')
+    meta = dict(init=dict(path=str(init), model_sha256=sha(Path(init)/'model.safetensors'),
+                          tokenizer_sha256=sha(Path(init)/'tokenizer.json')))
+    return model.train(), tok, meta
+
 # %% ../nbs/04_training.ipynb #1f7fc5a4
 @call_parse
 def mathnb_train(
@@ -1124,6 +1146,8 @@ def mathnb_train(
     n_train:int=None,            # unique training problems (default: fresh problems every step)
     exclude:Param('JSONL files whose prompts are never trained on', str, nargs='*')=None,
     tokenizer:str=None,          # tokenizer.json to use instead of the one the task builds
+    data:str=None,               # the task's data folder, for tasks that read one (corpus: a mathnb-corpus folder)
+    init:str=None,               # start from this model directory (pre-trained): its weights, config and tokenizer
     resume:bool=False,           # continue the run in OUT from its checkpoint, with its own settings
     overwrite:bool=False,        # start again in an OUT that holds a checkpoint (deletes it)
     device:str=None,             # auto, cpu, cuda or mps (cuda:LOCAL_RANK under torchrun)
@@ -1135,17 +1159,21 @@ def mathnb_train(
 ):
     "Train a model on any registered task (one process, or several under torchrun) and evaluate it."
     given = _given(set, seed=seed, target_acc=target_acc, n_train=n_train, batch_size=batch_size, lr=lr,
-                   model=model)
+                   model=model, data=data)
     if preset is None: preset = 'add3-cot' if task is None else preset_for(task)
     out = check_out_dir(out or f'runs/{preset or task}')
     restart = _restarted(out)
+    if init and (resume or restart): raise UserError('--init starts a new run; --resume continues one: give one')
     if resume or restart:
         t, mc, cfg, preset, excl = _resume(out, steps, device, quiet, given, exclude, tokenizer)
     else:
         t, mc, cfg = preset_parts(preset, task, **given, **({'steps': steps} if steps is not None else {}),
                                   **({'device': device} if device else {}), progress=not quiet)
         excl = exclude or []
-    try: res = run_training(t, mc, cfg, out, excl, resume or restart, overwrite, preset, tokenizer=tokenizer)
+    net, tok, meta = init_parts(init, tokenizer, cfg.device) if init else (None, None, None)
+    if net is not None: mc = net.config
+    try: res = run_training(t, mc, cfg, out, excl, resume or restart, overwrite, preset, tokenizer=tokenizer, model=net,
+                            tok=tok, meta=meta)
     finally: close_distributed()
     if res is not None: print(run_summary(res, out, _solve_hint(t, out)))
     return res
