@@ -91,7 +91,7 @@ def _bad_cases(tmp):
                           "mine.jsonl:1: missing field 'ans'"),
         'bad json line': (['--dataset', broken, '--gold'], 'broken.jsonl:2:'),
         'no final answer': (['--dataset', nofinal, '--gold'], 'nofinal.jsonl:2:'),
-        'n zero': (['--dataset', f, '--gold', '--n', 0, *qa], '--n must be >= 1'),
+        'n zero': (['--dataset', f, '--gold', '--n', 0, *qa], '--n must be an integer >= 1'),
         'no model': (['--dataset', f, *qa], '--model'),
         'missing model': (['--dataset', f, '--model', tmp/'nomodel', *qa], 'nomodel'),
         'data dir': (['--dataset', 'gsm8k', '--gold', '--data-dir', tmp/'nodata'], 'not found'),

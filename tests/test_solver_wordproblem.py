@@ -93,8 +93,8 @@ def test_chat_untrained_model(untrained):
     assert re.search(r'too long: the question takes \d+ tokens; this model reads at most 256', out), out
 
 
-@pytest.mark.parametrize('args,msg', [(['--temperature', '-1'], '--temperature must be >= 0'),
-                                      (['--max-new-tokens', '0'], '--max-new-tokens must be >= 1')])
+@pytest.mark.parametrize('args,msg', [(['--temperature', '-1'], '--temperature must be a number >= 0'),
+                                      (['--max-new-tokens', '0'], '--max-new-tokens must be an integer >= 1')])
 def test_chat_bad_options(untrained, args, msg):
     assert_user_error(chat(untrained, '', *args), msg)
 
