@@ -6,7 +6,7 @@
 from __future__ import annotations
 import array, hashlib, json, math, os, shutil, tempfile
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import chain, islice
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -22,11 +22,12 @@ from .data import Task, DataSpecError, register_task
 from .training import lm_loss, all_sum, rank_and_world
 
 # %% auto #0
-__all__ = ['TEXT_FIELDS', 'SPLITS', 'MATHQA_FILES', 'CorpusError', 'row_text', 'row_source', 'Doc', 'parse_document',
-           'check_input', 'read_documents', 'hub_documents', 'documents', 'train_tokenizer', 'mathnb_tokenizer',
-           'mathnb_tokenizer_cli', 'token_dtype', 'doc_hash', 'val_split', 'shuffle_keys', 'CorpusPlan', 'scan_corpus',
-           'write_order', 'write_tokens', 'corpus_meta', 'build_corpus', 'mathnb_corpus', 'mathnb_corpus_cli',
-           'read_corpus_meta', 'open_corpus', 'local_corpus', 'CorpusData', 'CorpusTask']
+__all__ = ['TEXT_FIELDS', 'SPLITS', 'MATHQA_FILES', 'EXPERIMENT_MODEL', 'CorpusError', 'row_text', 'row_source', 'Doc',
+           'parse_document', 'check_input', 'read_documents', 'hub_documents', 'documents', 'train_tokenizer',
+           'mathnb_tokenizer', 'mathnb_tokenizer_cli', 'token_dtype', 'doc_hash', 'val_split', 'shuffle_keys',
+           'CorpusPlan', 'scan_corpus', 'write_order', 'write_tokens', 'corpus_meta', 'build_corpus', 'mathnb_corpus',
+           'mathnb_corpus_cli', 'read_corpus_meta', 'open_corpus', 'local_corpus', 'CorpusData', 'CorpusTask',
+           'experiment_run', 'pretrain_experiment']
 
 # %% ../nbs/10_pretraining.ipynb #7da579b6
 class CorpusError(UserError):
@@ -606,3 +607,41 @@ class CorpusTask(Task):
     def to_dict(self) -> dict: return dict(kind=self.kind, data=self.data, context=self.context, ordered=self.ordered)
 
     def __repr__(self): return f'CorpusTask({self.data!r}, context={self.context}, ordered={self.ordered})'
+
+# %% ../nbs/10_pretraining.ipynb #da708f53
+def experiment_run(task, mc, cfg, out, tok, init=None) -> dict:
+    "One run through the job behind `mathnb-train` (from pre-trained directory `init` if given): its numbers."
+    from mathnb.training import run_training, init_parts, read_metrics
+    net, _, meta = init_parts(init, device=cfg.device) if init else (None, None, None)
+    res = run_training(task, net.config if net else mc, cfg, out, overwrite=True, model=net, tok=tok, meta=meta,
+                       log=lambda *a: None)
+    vals = [r['val_loss'] for r in read_metrics(out) if 'val_loss' in r]
+    return dict(res, val_loss=vals[-1], first_val_loss=vals[0])
+
+# %% ../nbs/10_pretraining.ipynb #84711e55
+EXPERIMENT_MODEL = dict(model='llama-tiny', n_layer=2, n_embd=128, n_head=4, n_kv_head=2, block_size=256)
+
+def pretrain_experiment(root='../data/mathcorpus', out='runs/pretrain-exp', seeds=(0, 1, 2), pre_steps:int=300,
+                        ft_steps:int=400, model:dict=EXPERIMENT_MODEL, log=print) -> list[dict]:
+    "Pre-train on the shuffled and the ordered corpus, then fine-tune on word problems from each and from scratch."
+    from mathnb.training import preset_parts
+    root, out, rows = Path(root), Path(out), []
+    tok = load_tokenizer(root/'shuffled'/'tokenizer.json')
+    for seed in seeds:
+        inits = {'scratch': None}
+        for corpus in ('shuffled', 'ordered'):
+            task, mc, cfg = preset_parts('pretrain', data=str(root/corpus), ordered=corpus == 'ordered', seed=seed,
+                                         steps=pre_steps, progress=False, **model)
+            r = experiment_run(task, mc, cfg, out/f'pre-{corpus}-{seed}', tok)
+            rows.append(dict(stage='pre-train', run=corpus, seed=seed, val_loss=r['val_loss'],
+                             val_ppl=math.exp(r['val_loss']), seconds=r['total_time']))
+            inits[f'from {corpus}'] = out/f'pre-{corpus}-{seed}'
+            log(rows[-1])
+        _, pre_mc, _ = preset_parts('pretrain', **model)
+        for name, init in inits.items():
+            task, _, cfg = preset_parts('wordproblem', seed=seed, steps=ft_steps, progress=False)
+            r = experiment_run(task, pre_mc, cfg, out/f'ft-{name.replace(" ", "-")}-{seed}', tok, init)
+            rows.append(dict(stage='fine-tune', run=name, seed=seed, val_loss=r['val_loss'], accuracy=r['accuracy'],
+                             first_val_loss=r['first_val_loss'], seconds=r['total_time']))
+            log(rows[-1])
+    return rows

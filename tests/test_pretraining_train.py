@@ -90,3 +90,15 @@ def test_init_refuses_another_tokenizer(pretrained, corpus, tmp_path):
                 '--out', tmp_path/'o', '--steps', 2)
     assert_user_error(r, 'is not the tokenizer of --init')
     assert not (tmp_path/'o').exists()
+
+
+@pytest.mark.parametrize('model', ['gpt2-124m', 'mathgpt-751m'])
+def test_large_presets_at_a_tiny_size(corpus, tmp_path, model):
+    "The 'Math Nano GPT' sizes train from a corpus with bf16 autocast and activation checkpointing (full size needs a GPU)."
+    r = run_cli('mathnb-train', '--preset', 'pretrain', '--model', model, '--data', corpus, '--out', tmp_path/'m',
+                '--steps', 3, '--quiet', '--set', 'n_layer=1', 'n_embd=48', 'n_head=2', 'context=32', 'block_size=64',
+                'batch_size=4', 'dtype=bf16', 'grad_checkpointing=true', 'n_val=4', env=env())
+    assert r.returncode == 0, r.stderr
+    assert 'memory estimate per process' in r.stdout and 'validation loss' in r.stdout
+    c = json.loads((tmp_path/'m'/'config.json').read_text())
+    assert c['model']['pos'] == 'learned' and c['model']['n_layer'] == 1
