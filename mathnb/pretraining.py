@@ -6,7 +6,7 @@
 from __future__ import annotations
 import array, hashlib, json, math, os, shutil, tempfile
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from itertools import chain, islice
 from pathlib import Path
 from typing import Iterable, Iterator
