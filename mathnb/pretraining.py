@@ -15,7 +15,7 @@ import torch
 from fastcore.script import call_parse, Param
 from tqdm.auto import tqdm
 from .core import UserError, parse_json, load_json, atomic_write, check_out_dir, check_number
-from .core import need_hub, run_cli
+from .core import need_hub, run_cli, save_png
 from .tokenizer import SPECIAL_TOKENS, BPETokenizer, load_tokenizer, train_bpe
 from .model import ConfigError
 from .data import Task, DataSpecError, register_task
@@ -27,7 +27,7 @@ __all__ = ['TEXT_FIELDS', 'SPLITS', 'MATHQA_FILES', 'EXPERIMENT_MODEL', 'CorpusE
            'mathnb_tokenizer', 'mathnb_tokenizer_cli', 'token_dtype', 'doc_hash', 'val_split', 'shuffle_keys',
            'CorpusPlan', 'scan_corpus', 'write_order', 'write_tokens', 'corpus_meta', 'build_corpus', 'mathnb_corpus',
            'mathnb_corpus_cli', 'read_corpus_meta', 'open_corpus', 'local_corpus', 'CorpusData', 'CorpusTask',
-           'experiment_run', 'pretrain_experiment']
+           'experiment_run', 'pretrain_experiment', 'summarize_experiment', 'plot_experiment']
 
 # %% ../nbs/10_pretraining.ipynb #7da579b6
 class CorpusError(UserError):
@@ -645,3 +645,35 @@ def pretrain_experiment(root='../data/mathcorpus', out='runs/pretrain-exp', seed
                              first_val_loss=r['first_val_loss'], seconds=r['total_time']))
             log(rows[-1])
     return rows
+
+# %% ../nbs/10_pretraining.ipynb #a15b86b6
+def summarize_experiment(rows:list[dict]):
+    "A table: per stage and run, the mean (min–max over seeds) of validation loss, perplexity and accuracy."
+    import pandas as pd
+    df = pd.DataFrame(rows)
+    num = [c for c in ('val_loss', 'val_ppl', 'accuracy', 'first_val_loss') if c in df]
+    g = df.groupby(['stage', 'run'], sort=False)[num]
+    fmt = lambda m, lo, hi: '' if pd.isna(m) else f'{m:.3f} ({lo:.3f}–{hi:.3f})'
+    out = pd.DataFrame({c: [fmt(*v) for v in zip(g.mean()[c], g.min()[c], g.max()[c])] for c in num},
+                       index=g.mean().index)
+    return out.assign(seeds=g.size())
+
+# %% ../nbs/10_pretraining.ipynb #b4f37aad
+def plot_experiment(rows:list[dict], path=None, dpi:int=80):
+    "Each seed as a point: pre-training perplexity by order; fine-tuning validation loss and test accuracy by start."
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    panels = [('pre-train', 'val_ppl', 'validation perplexity (pre-training)'),
+              ('fine-tune', 'val_loss', 'validation loss (word problems)'),
+              ('fine-tune', 'accuracy', 'test exact match (word problems)')]
+    for ax, (stage, key, title) in zip(axes, panels):
+        rs = [r for r in rows if r['stage'] == stage]
+        names = list(dict.fromkeys(r['run'] for r in rs))
+        for i, n in enumerate(names):
+            ys = [r[key] for r in rs if r['run'] == n]
+            ax.plot([i] * len(ys), ys, 'o', alpha=0.7)
+            ax.plot([i - 0.2, i + 0.2], [sum(ys) / len(ys)] * 2, 'k-')
+        ax.set(xticks=range(len(names)), xticklabels=names, title=title, xlim=(-0.5, len(names) - 0.5))
+    fig.tight_layout()
+    if path is not None: save_png(fig, path, dpi)
+    return fig
