@@ -183,11 +183,12 @@ class TaskData:
     def __init__(self, task:Task, tok:MathTokenizer, n_train:int|None=None, n_val:int=500, n_test:int=2000,
                  seed:int=0, curriculum:bool=False, exclude=frozenset()):
         self.task, self.tok, self.seed, self.curriculum = task, tok, seed, curriculum
-        s = task.splits(n_train or 0, n_val, n_test, seed, exclude)
+        fixed = type(task).sample is Task.sample          # a fixed data set: no generator to stream from
+        s = task.splits(None if fixed and not n_train else n_train or 0, n_val, n_test, seed, exclude)
         self.train, self.val, self.test = s['train'], s['val'], s['test']
         if n_train and curriculum: self.train = easy_to_hard(self.train)
         self.held_out = set(exclude) | {r['prompt'] for r in self.val + self.test}
-        self._ids = encode_rows(self.train, tok) if n_train else None
+        self._ids = encode_rows(self.train, tok) if n_train or fixed else None
 
     @classmethod
     def from_config(cls, task:Task, tok:MathTokenizer, cfg:TrainConfig, exclude=frozenset()):

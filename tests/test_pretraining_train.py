@@ -102,3 +102,17 @@ def test_large_presets_at_a_tiny_size(corpus, tmp_path, model):
     assert 'memory estimate per process' in r.stdout and 'validation loss' in r.stdout
     c = json.loads((tmp_path/'m'/'config.json').read_text())
     assert c['model']['pos'] == 'learned' and c['model']['n_layer'] == 1
+
+
+def test_fine_tuning_data_from_a_question_answer_file(pretrained, tmp_path):
+    "Orca-Math-style rows (`question`, `answer`) are fine-tuning data: all of a fixed file's rows, not a stream."
+    f = tmp_path/'orca.jsonl'
+    rng = random.Random(0)
+    pairs = [(rng.randrange(100), rng.randrange(100)) for _ in range(60)]
+    f.write_text(''.join(json.dumps({'question': f'What is {a} plus {b}?', 'answer': str(a + b)}) + '\n' for a, b in pairs))
+    r = run_cli('mathnb-train', '--task', 'benchmark', '--set', f'dataset={f}', 'question_field=question',
+                'answer_field=answer', 'n_val=5', 'n_test=10', 'batch_size=8', 'eval_every=4', '--init', pretrained,
+                '--out', tmp_path/'o', '--steps', 4, '--quiet', env=env())
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path/'o'/'eval.json').read_text())['n'] == 10
+    assert len((tmp_path/'o'/'train.jsonl').read_text().splitlines()) == 45       # every row not held out
