@@ -615,8 +615,8 @@ def experiment_run(task, mc, cfg, out, tok, init=None) -> dict:
     net, _, meta = init_parts(init, device=cfg.device) if init else (None, None, None)
     res = run_training(task, net.config if net else mc, cfg, out, overwrite=True, model=net, tok=tok, meta=meta,
                        log=lambda *a: None)
-    vals = [r['val_loss'] for r in read_metrics(out) if 'val_loss' in r]
-    return dict(res, val_loss=vals[-1], first_val_loss=vals[0])
+    curve = [(r['step'], r['val_loss']) for r in read_metrics(out) if 'val_loss' in r]
+    return dict(res, val_loss=curve[-1][1], first_val_loss=curve[0][1], curve=curve)
 
 # %% ../nbs/10_pretraining.ipynb #84711e55
 EXPERIMENT_MODEL = dict(model='llama-tiny', n_layer=2, n_embd=128, n_head=4, n_kv_head=2, block_size=256)
@@ -634,7 +634,7 @@ def pretrain_experiment(root='../data/mathcorpus', out='runs/pretrain-exp', seed
                                          steps=pre_steps, progress=False, **model)
             r = experiment_run(task, mc, cfg, out/f'pre-{corpus}-{seed}', tok)
             rows.append(dict(stage='pre-train', run=corpus, seed=seed, val_loss=r['val_loss'],
-                             val_ppl=math.exp(r['val_loss']), seconds=r['total_time']))
+                             val_ppl=math.exp(r['val_loss']), seconds=r['total_time'], curve=r['curve']))
             inits[f'from {corpus}'] = out/f'pre-{corpus}-{seed}'
             log(rows[-1])
         _, pre_mc, _ = preset_parts('pretrain', **model)
@@ -642,7 +642,7 @@ def pretrain_experiment(root='../data/mathcorpus', out='runs/pretrain-exp', seed
             task, _, cfg = preset_parts('wordproblem', seed=seed, steps=ft_steps, progress=False)
             r = experiment_run(task, pre_mc, cfg, out/f'ft-{name.replace(" ", "-")}-{seed}', tok, init)
             rows.append(dict(stage='fine-tune', run=name, seed=seed, val_loss=r['val_loss'], accuracy=r['accuracy'],
-                             first_val_loss=r['first_val_loss'], seconds=r['total_time']))
+                             first_val_loss=r['first_val_loss'], seconds=r['total_time'], curve=r['curve']))
             log(rows[-1])
     return rows
 
@@ -660,18 +660,23 @@ def summarize_experiment(rows:list[dict]):
 
 # %% ../nbs/10_pretraining.ipynb #b4f37aad
 def plot_experiment(rows:list[dict], path=None, dpi:int=80):
-    "Each seed as a point: pre-training perplexity by order; fine-tuning validation loss and test accuracy by start."
+    "Validation curves of every run; then each seed as a point: final perplexity, fine-tuning loss and accuracy."
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
-    panels = [('pre-train', 'val_ppl', 'validation perplexity (pre-training)'),
-              ('fine-tune', 'val_loss', 'validation loss (word problems)'),
-              ('fine-tune', 'accuracy', 'test exact match (word problems)')]
-    for ax, (stage, key, title) in zip(axes, panels):
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.4))
+    colours = {}
+    for ax, stage in zip(axes[:2], ('pre-train', 'fine-tune')):
+        for r in (r for r in rows if r['stage'] == stage and r.get('curve')):
+            c = colours.setdefault(r['run'], f'C{len(colours)}')
+            ax.plot(*zip(*r['curve']), '-', color=c, alpha=0.6, label=r['run'] if r['seed'] == rows[0]['seed'] else None)
+        ax.set(xlabel='step', ylabel='validation loss', title=f'{stage} (one line per seed)')
+        ax.legend(fontsize=8)
+    panels = [('pre-train', 'val_ppl', 'final validation perplexity'), ('fine-tune', 'accuracy', 'word problems: test exact match')]
+    for ax, (stage, key, title) in zip(axes[2:], panels):
         rs = [r for r in rows if r['stage'] == stage]
         names = list(dict.fromkeys(r['run'] for r in rs))
         for i, n in enumerate(names):
             ys = [r[key] for r in rs if r['run'] == n]
-            ax.plot([i] * len(ys), ys, 'o', alpha=0.7)
+            ax.plot([i] * len(ys), ys, 'o', color=colours.get(n, 'C0'), alpha=0.7)
             ax.plot([i - 0.2, i + 0.2], [sum(ys) / len(ys)] * 2, 'k-')
         ax.set(xticks=range(len(names)), xticklabels=names, title=title, xlim=(-0.5, len(names) - 0.5))
     fig.tight_layout()
