@@ -63,10 +63,14 @@ def test_run_all_then_type_and_click(lab, tmp_path):
             page.goto(f'{url}/lab/tree/nbs/08_solver.ipynb?token={token}', timeout=120_000)
             page.locator('.jp-Notebook').first.wait_for(state='visible', timeout=120_000)
             page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').first.wait_for(timeout=120_000)
-            page.get_by_role('menuitem', name='Run').first.click()
-            page.get_by_role('menuitem', name='Run All Cells').first.click()
+            def run_all():
+                page.keyboard.press('Escape')
+                page.get_by_role('menuitem', name='Run').first.click()
+                page.get_by_role('menuitem', name='Run All Cells').first.click()
+                return time.time()
+            clicked = run_all()
             # Run All has finished when the saved notebook has an execution count on every code cell
-            deadline, nb = time.time() + 600, None
+            deadline, nb, tries = time.time() + 600, None, 1
             while time.time() < deadline:
                 time.sleep(3)
                 page.keyboard.press('Control+s')
@@ -74,7 +78,10 @@ def test_run_all_then_type_and_click(lab, tmp_path):
                 nb = json.loads(nb_path.read_text())
                 code = [c for c in nb['cells'] if c['cell_type'] == 'code']
                 if code and all(c.get('execution_count') for c in code): break
-            else: pytest.fail('Run All did not finish within 10 minutes')
+                # on a loaded machine the first click can land before the notebook is ready: nothing runs; ask again
+                if not any(c.get('execution_count') for c in code) and time.time() - clicked > 90 and tries < 3:
+                    clicked, tries = run_all(), tries + 1
+            else: pytest.fail(f'Run All did not finish within 10 minutes ({tries} tries)')
             errors = [o for c in code for o in c.get('outputs', []) if o.get('output_type') == 'error']
             assert not errors, f"a cell raised in Run All: {errors[0]['ename']}: {errors[0]['evalue']}"
             app = page.locator('.widget-vbox', has=page.locator('.mathnb-answer')).first   # the first solver app
