@@ -12,8 +12,8 @@ from .core import UserError, clip, normalize_text
 
 # %% auto #0
 __all__ = ['MAX_CHARS', 'MAX_DEPTH', 'MAX_DIGITS', 'MAX_EXPONENT', 'MAX_DIGITS_RESULT', 'SUPERSCRIPTS', 'LATEX', 'PRIME',
-           'ExprError', 'tokenize', 'parse', 'to_sympy', 'read', 'mod_value', 'time_limit', 'numerically_equal',
-           'equivalent', 'read_answer']
+           'ExprError', 'normalize_math', 'tokenize', 'parse', 'to_sympy', 'read', 'mod_value', 'time_limit',
+           'numerically_equal', 'equivalent', 'read_answer']
 
 # %% ../nbs/11a_expr.ipynb #65db5861
 class ExprError(UserError, ValueError):
@@ -26,7 +26,7 @@ MAX_DIGITS = 40           # digits of one numeric literal
 MAX_EXPONENT = 64         # |exponent| of any power
 MAX_DIGITS_RESULT = 400   # digits of a number that a constant power may produce
 
-# %% ../nbs/11a_expr.ipynb #eed2a0f4
+# %% ../nbs/11a_expr.ipynb #04c92b61
 SUPERSCRIPTS = {'⁰': '0', '¹': '1', '²': '2', '³': '3', '⁴': '4', '⁵': '5', '⁶': '6', '⁷': '7', '⁸': '8', '⁹': '9',
                 '⁻': '-'}
 LATEX = {r'\frac': 'frac', r'\dfrac': 'frac', r'\cdot': '*', r'\times': '*', r'\left': '', r'\right': ''}
@@ -34,12 +34,15 @@ _SUP_RUN = re.compile('[⁰¹²³⁴⁵⁶⁷⁸⁹⁻]+')   # read before NFKC,
 _TOKEN = re.compile(r'\s*(?:(?P<num>\d+(?:\.\d+)?|\.\d+)|(?P<tex>\\[a-zA-Z]+)'
                     r'|(?P<name>[a-zA-Z]+)|(?P<op>\*\*|[-+*/^(){}·×,]))')
 
+def normalize_math(text:str) -> str:
+    "`text` with superscript runs written as powers (`x³` -> `x^(3)`), then `normalize_text`."
+    return normalize_text(_SUP_RUN.sub(lambda m: '^(' + ''.join(SUPERSCRIPTS[c] for c in m.group()) + ')', text))
+
 def tokenize(text:str) -> list[tuple[str, str]]:
     "`(kind, text)` pairs of `text`; `ExprError` at the first character outside the whitelist."
     if not isinstance(text, str): raise ExprError(f'expected text, got {type(text).__name__}')
     if len(text) > MAX_CHARS: raise ExprError(f'expression too long ({len(text)} characters; at most {MAX_CHARS})')
-    text = _SUP_RUN.sub(lambda m: '^(' + ''.join(SUPERSCRIPTS[c] for c in m.group()) + ')', text)
-    toks, i, text = [], 0, normalize_text(text).rstrip()
+    toks, i, text = [], 0, normalize_math(text).rstrip()
     while i < len(text):
         m = _TOKEN.match(text, i)
         if not m or m.end() == i:
