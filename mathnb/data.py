@@ -15,16 +15,17 @@ from fastcore.script import call_parse, Param
 import shutil
 from .core import UserError, read_jsonl, atomic_write, check_out_dir, run_cli, normalize_text, clip
 from .tokenizer import MathTokenizer, TokenizerError
-from .model import load_config, ModelLoadError, available_memory, gib
+from .model import load_config, ModelLoadError, available_memory, gib, shipped_models, resolve_model_dir
 
 # %% auto #0
-__all__ = ['TASKS', 'MIXED', 'FORMATS', 'SAMPLINGS', 'COT_FORMATS', 'ERROR_KINDS', 'TASK_KINDS', 'TASK_MODULES', 'IGNORE',
-           'DATA_FILES', 'DataError', 'DataSpecError', 'Problem', 'parse_digits', 'parse_task', 'parse_problem',
-           'cot_steps', 'format_target', 'Completion', 'parse_completion', 'CalcError', 'calc', 'check_step',
-           'implied_answer', 'count_carries', 'make_example', 'ProblemSpec', 'make_splits', 'problem_stream',
-           'curriculum', 'normalize_answer', 'final_answer', 'step_error', 'diagnose', 'Task', 'register_task',
-           'ArithmeticTask', 'cot_summary', 'task_class', 'task_from_dict', 'load_task', 'write_jsonl', 'read_prompts',
-           'to_dataset', 'encode_rows', 'collate', 'check_room', 'write_splits', 'mathnb_data', 'mathnb_data_cli']
+__all__ = ['TASKS', 'MIXED', 'FORMATS', 'SAMPLINGS', 'COT_FORMATS', 'ERROR_KINDS', 'TASK_KINDS', 'TASK_MODULES', 'FILE_KINDS',
+           'IGNORE', 'DATA_FILES', 'DataError', 'DataSpecError', 'Problem', 'parse_digits', 'parse_task',
+           'parse_problem', 'cot_steps', 'format_target', 'Completion', 'parse_completion', 'CalcError', 'calc',
+           'check_step', 'implied_answer', 'count_carries', 'make_example', 'ProblemSpec', 'make_splits',
+           'problem_stream', 'curriculum', 'normalize_answer', 'final_answer', 'step_error', 'diagnose', 'Task',
+           'register_task', 'ArithmeticTask', 'cot_summary', 'task_class', 'task_from_dict', 'load_task', 'file_task',
+           'model_for', 'write_jsonl', 'read_prompts', 'to_dataset', 'encode_rows', 'collate', 'check_room',
+           'write_splits', 'mathnb_data', 'mathnb_data_cli']
 
 # %% ../nbs/02_data.ipynb #cefd0951
 class DataError(UserError):
@@ -556,8 +557,10 @@ def cot_summary(preds:list[dict]) -> dict:
                 right_answer_flawed_cot=sum(p['correct'] and p.get('error_kind') is not None for p in preds))
 
 # %% ../nbs/02_data.ipynb #1c997ea1
-TASK_MODULES = {'wordproblem': 'mathnb.wordtask', 'benchmark': 'mathnb.benchmarks',
-                'corpus': 'mathnb.pretraining'}
+TASK_MODULES = {'wordproblem': 'mathnb.wordtask', 'benchmark': 'mathnb.benchmarks', 'corpus': 'mathnb.pretraining',
+                'symbolic': 'mathnb.symbolic', 'calculus__differentiate': 'mathnb.symbolic',
+                'algebra__linear_1d': 'mathnb.symbolic', 'polynomials__collect': 'mathnb.symbolic',
+                'polynomials__expand': 'mathnb.symbolic', 'polynomials__evaluate': 'mathnb.symbolic'}
 
 def task_class(kind:str) -> type:
     "The `Task` class registered as `kind`, importing the module of a plug-in kind on first use."
@@ -588,6 +591,30 @@ def load_task(model_dir) -> Task:
     if d is None: raise ModelLoadError(f'{f}: no "task" field')
     try: return task_from_dict(d)
     except UserError as e: raise ModelLoadError(f'{f}: field "task": {e}') from None
+
+# %% ../nbs/02_data.ipynb #c4c094f8
+FILE_KINDS = {'.txt': 'symbolic'}
+
+# %% ../nbs/02_data.ipynb #7887da6e
+def file_task(path, like:Task|None=None) -> Task|None:
+    "A task that reads data file `path` (by its suffix, `FILE_KINDS`): `like` if of that kind, else a new one."
+    kind = FILE_KINDS.get(Path(path).suffix.lower())
+    if kind is None: return None
+    cls = task_class(kind)
+    return like if isinstance(like, cls) else cls()
+
+# %% ../nbs/02_data.ipynb #4e70dd22
+def model_for(text:str, models=None) -> Path:
+    "The model of `models` (default: shipped) whose task takes `text` in its range, else the first that poses it."
+    posers = []
+    for d in shipped_models() if models is None else models:
+        try:
+            task = load_task(d)
+            row = task.pose(text)
+        except UserError: continue
+        if task.outside(row) is None: return Path(d)
+        posers.append(Path(d))
+    return posers[0] if posers else resolve_model_dir(None)
 
 # %% ../nbs/02_data.ipynb #c6249ae7
 def write_jsonl(rows:Iterable[dict], path) -> Path:

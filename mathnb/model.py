@@ -27,7 +27,8 @@ __all__ = ['PRESETS', 'NO_MODEL', 'ConfigError', 'GPTConfig', 'HookPoint', 'RMSN
            'sinusoidal', 'rope_cos_sin', 'rotate_half', 'apply_rope', 'KVCache', 'attn_mask', 'Attention', 'MLP',
            'Block', 'GPT', 'get_config', 'count_params', 'available_memory', 'gib', 'check_fits', 'sample_next',
            'generate', 'complete', 'get_device', 'ModelLoadError', 'default_model_dir', 'resolve_model_dir',
-           'save_model', 'load_config', 'model_dir_kind', 'load_model', 'to_hf', 'load_hf', 'hf_complete']
+           'shipped_models', 'save_model', 'load_config', 'model_dir_kind', 'load_model', 'to_hf', 'load_hf',
+           'hf_complete']
 
 # %% ../nbs/01_model.ipynb #e996f36e
 class ConfigError(UserError):
@@ -570,6 +571,13 @@ def resolve_model_dir(model_dir=None) -> Path:
     if model_dir is not None and str(model_dir) != '': return Path(model_dir)
     if (d := default_model_dir()) is None: raise ModelLoadError(NO_MODEL)
     return d
+
+# %% ../nbs/01_model.ipynb #1f9e9008
+def shipped_models(root=None) -> list[Path]:
+    "The model directories under `root` (default `mathnb/pretrained`) with a `config.json`: add3-cot first."
+    root = Path(root) if root else Path(mathnb.__file__).parent/'pretrained'
+    dirs = sorted(d for d in root.glob('*') if (d/'config.json').is_file())
+    return sorted(dirs, key=lambda d: d.name != 'add3-cot')
 
 # %% ../nbs/01_model.ipynb #0b817748
 def save_model(model:GPT, tokenizer:MathTokenizer, path, /, **meta) -> Path:
