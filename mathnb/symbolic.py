@@ -364,7 +364,7 @@ def grade_symbolic(row:dict, completion:str) -> dict:
                 module=row.get('module') or (q.module if q else None), n_steps=len(checks),
                 steps_ok=checks.count('ok'), first_wrong_step=first, right_after_wrong=equiv and first is not None)
 
-# %% ../nbs/11b_symbolic.ipynb #736d2b4e
+# %% ../nbs/11b_symbolic.ipynb #071a248b
 def _share(a, b) -> float|None: return round(a / b, 4) if b else None
 
 def symbolic_summary(preds:list[dict]) -> dict:
@@ -381,7 +381,7 @@ def symbolic_summary(preds:list[dict]) -> dict:
                 step_validity=_share(sum(p['steps_ok'] for p in preds), sum(p['n_steps'] for p in preds)),
                 step_validity_right=_share(sum(p['steps_ok'] for p in right), sum(p['n_steps'] for p in right)),
                 first_wrong_step={k: firsts[k] for k in sorted(firsts)},
-                right_after_wrong=sum(bool(p.get('right_after_wrong')) for p in preds), by_module=by)
+                right_after_wrong=sum(bool(p.get('right_after_wrong')) for p in preds), per_module=by)
 
 # %% ../nbs/11b_symbolic.ipynb #821be083
 ORDINALS = {1: 'first', 2: 'second', 3: 'third', 4: 'fourth', 5: 'fifth'}
@@ -493,8 +493,8 @@ class ModuleTask(SymbolicTask):
 
 MODULE_TASKS = {m: register_task(type(f'Task_{m}', (ModuleTask,), dict(kind=m, module=m))) for m in MODULES}
 
-# %% ../nbs/11b_symbolic.ipynb #7d5fd8d2
+# %% ../nbs/11b_symbolic.ipynb #7fbe1c60
 TRAIN_PRESETS['symbolic'] = dict(
-    task=dict(kind='symbolic'), model='llama-tiny', model_overrides=dict(block_size=512),
-    train=dict(steps=3000, batch_size=32, lr=2e-3, min_lr=2e-4, warmup=100, n_val=50, n_test=250, eval_every=1000,
-               ckpt_every=200))
+    task=dict(kind='symbolic'), model='llama-tiny', model_overrides=dict(block_size=768),
+    train=dict(steps=2000, batch_size=32, lr=2e-3, min_lr=2e-4, warmup=100, n_val=50, n_test=250, eval_every=500,
+               ckpt_every=100))
