@@ -5,18 +5,20 @@
 # %% ../nbs/03_evaluation.ipynb #e9059e05
 from __future__ import annotations
 import json, sys, time
+from random import Random
 from dataclasses import dataclass
 from pathlib import Path
 import torch
 from fastcore.script import call_parse, Param
 from .core import UserError, read_jsonl, read_text, check_out_dir, run_cli, normalize_text, check_number
 from .tokenizer import MathTokenizer, TokenizerError
-from .model import GPT, ConfigError, complete, load_model, get_device, resolve_model_dir
-from .data import Task, load_task, write_jsonl, encode_rows, collate, DataError, IGNORE
+from .model import GPT, ConfigError, complete, load_model, get_device, resolve_model_dir, shipped_models
+from .data import Task, load_task, write_jsonl, encode_rows, collate, DataError, IGNORE, file_task, model_for
 
 # %% auto #0
 __all__ = ['token_accuracy', 'breakdown', 'EvalResult', 'evaluate', 'plot_breakdown', 'plot_error_kinds', 'read_eval_rows',
-           'mathnb_eval', 'mathnb_eval_cli', 'solve', 'show_solution', 'mathnb_solve', 'mathnb_solve_cli']
+           'eval_rows', 'mathnb_eval', 'mathnb_eval_cli', 'solve', 'show_solution', 'pose_problem', 'draw_problem',
+           'mathnb_solve', 'mathnb_solve_cli']
 
 # %% ../nbs/03_evaluation.ipynb #564d045d
 def _answer_mask(tok:MathTokenizer, pairs:list, shape) -> torch.Tensor:
@@ -111,12 +113,26 @@ def _headline(s:dict) -> str:
             f"token accuracy {_pct(s['token_accuracy'])} "
             f"(answer tokens {_pct(s['answer_token_accuracy'])}, teacher forcing); task {s['task']}")
 
+# %% ../nbs/03_evaluation.ipynb #744681f3
+def _measure_lines(s:dict) -> list[str]:
+    "The task's measures beside exact match, where it reports them: equivalent answers, steps that check."
+    out = []
+    if (e := s.get('equivalence')) is not None: out.append(f'equivalent answers {_pct(e)}')
+    if (v := s.get('step_validity')) is not None:
+        out.append(f"steps that check {_pct(v)} (in right answers {_pct(s.get('step_validity_right'))})")
+    if s.get('right_after_wrong'): out.append(f"right answers after a wrong step: {s['right_after_wrong']}")
+    return out
+
 # %% ../nbs/03_evaluation.ipynb #4dffd26b
+def _rate_text(r:dict) -> str:
+    "`75.0% of 4` for a group of a breakdown, with its equivalent answers where the task counts them."
+    eq = f" (equivalent {_pct(r['equivalence'])})" if r.get('equivalence') is not None else ''
+    return f"{_pct(r['accuracy'])}{eq} of {r['n']}"
+
 def _breakdown_lines(s:dict) -> list[str]:
     "One line for each breakdown of summary `s` that has more than one value."
     bs = [(k, s[f'by_{k}']) for k in s['breakdown_keys']]
-    return [f'by {k}: ' + ', '.join(f"{v}: {_pct(r['accuracy'])} of {r['n']}" for v, r in b.items())
-            for k, b in bs if len(b) > 1]
+    return [f'by {k}: ' + ', '.join(f'{v}: {_rate_text(r)}' for v, r in b.items()) for k, b in bs if len(b) > 1]
 
 # %% ../nbs/03_evaluation.ipynb #6ed79170
 def _cot_lines(c:dict) -> list[str]:
@@ -139,7 +155,7 @@ def _time_line(s:dict) -> str:
 def _report(s:dict) -> str:
     "What `mathnb-eval` prints for summary `s`."
     cot = _cot_lines(c) if (c := s.get('cot')) else []
-    return '\n'.join([_headline(s), *_breakdown_lines(s), *cot, _time_line(s)])
+    return '\n'.join([_headline(s), *_measure_lines(s), *_breakdown_lines(s), *cot, _time_line(s)])
 
 # %% ../nbs/03_evaluation.ipynb #3accae4d
 def _md_row(head, cells) -> str: return f'| {head} | ' + ' | '.join(map(str, cells)) + ' |'
@@ -175,8 +191,9 @@ def _prediction(task:Task, row:dict, completion:str) -> dict:
 
 # %% ../nbs/03_evaluation.ipynb #6876a846
 def _task_name(task:Task) -> str:
-    d = task.to_dict()
-    return ' '.join(f'{v}' for k, v in d.items() if k not in ('kind',) and v not in (False, None))
+    "The task in a few words: its kind (unless arithmetic), then its settings, a list's items joined by commas."
+    words = [v for k, v in task.to_dict().items() if (k, v) != ('kind', 'arithmetic') and v not in (False, None)]
+    return ' '.join(','.join(map(str, v)) if isinstance(v, (list, tuple)) else str(v) for v in words)
 
 # %% ../nbs/03_evaluation.ipynb #1bd08df8
 def _greedy(model:GPT, tok:MathTokenizer, task:Task, rows:list[dict], budget:int, batch_size:int):
@@ -191,13 +208,21 @@ def _greedy(model:GPT, tok:MathTokenizer, task:Task, rows:list[dict], budget:int
     finally: model.train(was)
 
 # %% ../nbs/03_evaluation.ipynb #be28a4ee
+def _merge(a:dict, b:dict) -> dict:
+    "`a` with `b`'s entries; where both hold a dict under one key, the two merged (a breakdown, a task's own)."
+    out = dict(a)
+    for k, v in b.items():
+        both = isinstance(out.get(k), dict) and isinstance(v, dict)
+        out[k] = _merge(out[k], v) if both else v
+    return out
+
+# %% ../nbs/03_evaluation.ipynb #c838bbea
 def _summarize(task:Task, preds:list[dict], tacc:dict, t0:float) -> dict:
     "The summary of graded `preds`: exact match, token accuracy `tacc`, breakdowns, the task's own numbers."
     n, right = len(preds), sum(p['correct'] for p in preds)
-    return dict(accuracy=right / max(n, 1), n=n, correct=right, **tacc, task=_task_name(task),
-                breakdown_keys=list(task.breakdown_keys),
-                **{f'by_{k}': breakdown(preds, k) for k in task.breakdown_keys},
-                **task.summarize(preds), eval_time=round(time.time() - t0, 3))
+    s = dict(accuracy=right / max(n, 1), n=n, correct=right, **tacc, task=_task_name(task),
+             breakdown_keys=list(task.breakdown_keys), **{f'by_{k}': breakdown(preds, k) for k in task.breakdown_keys})
+    return _merge(s, task.summarize(preds)) | dict(eval_time=round(time.time() - t0, 3))
 
 # %% ../nbs/03_evaluation.ipynb #c30acb21
 def evaluate(model:GPT|None, tok, task:Task, rows:list[dict], batch_size:int=2048,
@@ -260,6 +285,16 @@ def read_eval_rows(path, tok:MathTokenizer|None=None, block_size:int|None=None) 
     for r, ln in zip(rows, lines): _check_prompt(r['prompt'], tok, block_size, f'{path}:{ln}')
     return rows
 
+# %% ../nbs/03_evaluation.ipynb #d1f92ea1
+def eval_rows(path, task:Task, tok:MathTokenizer|None=None, block_size:int|None=None) -> tuple[Task, list[dict]]:
+    "The task that grades data file `path`, and its rows: read by a file kind's task (`file_task`), else JSONL."
+    ft = file_task(path, task)
+    if ft is None: return task, read_eval_rows(path, tok, block_size)
+    rows = ft.read_file(path)
+    if not rows: raise DataError(f'{path}: no rows')
+    for i, r in enumerate(rows if tok else []): _check_prompt(r['prompt'], tok, block_size, f'{path}: problem {i + 1}')
+    return ft, rows
+
 # %% ../nbs/03_evaluation.ipynb #cc3263f1
 def _device(device):
     try: return get_device(device)
@@ -287,8 +322,8 @@ def _save_preds(res:EvalResult, out:Path):
 @call_parse
 def mathnb_eval(
     model:str=None,          # model directory (written by mathnb-train)
-    # JSONL rows with prompt and answer (default: MODEL/test.jsonl, the held-out split)
-    data:str=None,
+    # JSONL rows with prompt and answer, or a file a task reads (.txt: DeepMind's mathematics_dataset)
+    data:str=None,           # (default: MODEL/test.jsonl, the held-out split)
     out:str=None,            # predictions JSONL (default: MODEL/preds-<data file name>.jsonl)
     batch_size:int=2048,     # problems generated at once
     device:str='auto',       # auto, cpu, cuda or mps
@@ -298,7 +333,7 @@ def mathnb_eval(
     dev, task = _device(device), load_task(model)
     net, tok = load_model(model, dev)
     data = Path(data) if data else Path(model)/'test.jsonl'
-    rows = read_eval_rows(data, tok, net.config.block_size)
+    task, rows = eval_rows(data, task, tok, net.config.block_size)
     out = _preds_path(model, data, out)
     res = evaluate(net, tok, task, rows, batch_size)
     _save_preds(res, out)
@@ -336,10 +371,16 @@ def _marks() -> dict:
 
 # %% ../nbs/03_evaluation.ipynb #dcfe45df
 def _verdict(sol:dict, m:dict) -> str:
+    "The check of the answer: right, right but written differently (an equivalent expression), or wrong."
     if sol['correct'] is None: return '(no reference answer to check it against)'
-    return f"{m['ok']} right" if sol['correct'] else f"{m['wrong']} wrong: {sol['prompt']}{sol['expected']}"
+    if sol['correct']: return f"{m['ok']} right"
+    if sol.get('equivalent'): return f"{m['ok']} right: equivalent to {sol['expected']}"
+    p = sol['prompt']
+    return f"{m['wrong']} wrong: " + (f"{p}{sol['expected']}" if p.endswith('=') else f"expected {sol['expected']}")
 
 # %% ../nbs/03_evaluation.ipynb #d3e5b7dd
+def _sep(steps:list[str]) -> str: return '; ' if any(' ' in s for s in steps) else ' '
+
 def _step_lines(sol:dict, m:dict) -> list[str]:
     "A line per step of `sol` with its mark (and the step that was due), then what is missing."
     true, steps, lines = sol['true_steps'] or [], sol['steps'] or [], []
@@ -348,7 +389,7 @@ def _step_lines(sol:dict, m:dict) -> list[str]:
                else '   (extra step)' if true and i >= len(true) else '')
         lines.append(f'  {st:<14} {m[ok]}{due}')
     if true and sol['steps'] is None: lines.append('  (no chain of thought)')
-    elif len(steps) < len(true): lines.append(f"  (missing: {' '.join(true[len(steps):])})")
+    elif len(steps) < len(true): lines.append(f"  (missing: {_sep(true).join(true[len(steps):])})")
     return lines
 
 # %% ../nbs/03_evaluation.ipynb #1d27a9b2
@@ -368,18 +409,41 @@ def _check_fits(prompt:str, tok:MathTokenizer, block_size:int):
     if n >= block_size:
         raise UserError(f'{prompt!r} is {n} tokens: too long for this model (block_size {block_size})')
 
+# %% ../nbs/03_evaluation.ipynb #4738c0a8
+def pose_problem(problem:str|None, model=None) -> tuple[Path, Task, dict]:
+    "The model directory for `problem` (`model`, else the shipped one `model_for` picks), its task, the row."
+    if problem is None: raise UserError('no problem given: try mathnb-solve "658+189=" (or --random)')
+    text = normalize_text(problem)
+    model_dir = resolve_model_dir(model) if model else model_for(text)
+    task = load_task(model_dir)
+    return model_dir, task, task.pose(text)
+
+# %% ../nbs/03_evaluation.ipynb #18fc137f
+def draw_problem(model=None, seed:int|None=None) -> tuple[Path, Task, dict]:
+    "A problem drawn from `model`'s task, or from the task of a shipped model picked at random: dir, task, row."
+    rng, shipped = Random(seed), shipped_models()
+    dirs = [resolve_model_dir(model)] if model else rng.sample(shipped, len(shipped)) or [resolve_model_dir(None)]
+    errors = []
+    for d in dirs:
+        task = load_task(d)
+        try: return d, task, task.sample(rng)
+        except NotImplementedError: errors.append(f'{d}: its task draws no problems; give one instead of --random')
+        except UserError as e: errors.append(str(e))
+    raise UserError(errors[0])
+
 # %% ../nbs/03_evaluation.ipynb #cef8d422
 @call_parse
 def mathnb_solve(
     problem:Param('a problem such as "658+189="', str, opt=False, nargs='?')=None,
-    model:str=None,          # model directory (default: the pretrained model shipped with mathnb)
+    model:str=None,          # model directory (default: the shipped model whose task takes the problem)
+    random:bool=False,       # solve a problem drawn from the model's task (without --model: a shipped model's)
+    seed:int=None,           # random seed of --random
     device:str='cpu',        # cpu, cuda, mps or auto
 ):
-    "Solve one problem with a trained model, checking each step of its work."
-    if problem is None: raise UserError('no problem given: try mathnb-solve "658+189="')
-    model_dir = resolve_model_dir(model)
-    task = load_task(model_dir)
-    row = task.pose(normalize_text(problem))
+    "Solve one problem (typed, or drawn with --random) with a trained model, checking each step of its work."
+    if random and problem is not None: raise UserError('give a problem or --random, not both')
+    if seed is not None and not random: raise UserError('--seed goes with --random')
+    model_dir, task, row = draw_problem(model, seed) if random else pose_problem(problem, model)
     net, tok = load_model(model_dir, _device(device))
     _check_fits(row['prompt'], tok, net.config.block_size)
     if note := task.outside(row): print(f'note: {note}', file=sys.stderr)
