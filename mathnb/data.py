@@ -557,10 +557,11 @@ def cot_summary(preds:list[dict]) -> dict:
                 right_answer_flawed_cot=sum(p['correct'] and p.get('error_kind') is not None for p in preds))
 
 # %% ../nbs/02_data.ipynb #1c997ea1
-TASK_MODULES = {'wordproblem': 'mathnb.wordtask', 'benchmark': 'mathnb.benchmarks', 'corpus': 'mathnb.pretraining',
-                'symbolic': 'mathnb.symbolic', 'calculus__differentiate': 'mathnb.symbolic',
-                'algebra__linear_1d': 'mathnb.symbolic', 'polynomials__collect': 'mathnb.symbolic',
-                'polynomials__expand': 'mathnb.symbolic', 'polynomials__evaluate': 'mathnb.symbolic'}
+TASK_MODULES = {'wordproblem': 'mathnb.wordtask', 'benchmark': 'mathnb.benchmarks',
+                'corpus': 'mathnb.pretraining', 'symbolic': 'mathnb.symbolic',
+                'calculus__differentiate': 'mathnb.symbolic', 'algebra__linear_1d': 'mathnb.symbolic',
+                'polynomials__collect': 'mathnb.symbolic', 'polynomials__expand': 'mathnb.symbolic',
+                'polynomials__evaluate': 'mathnb.symbolic'}
 
 def task_class(kind:str) -> type:
     "The `Task` class registered as `kind`, importing the module of a plug-in kind on first use."
@@ -597,7 +598,7 @@ FILE_KINDS = {'.txt': 'symbolic'}
 
 # %% ../nbs/02_data.ipynb #7887da6e
 def file_task(path, like:Task|None=None) -> Task|None:
-    "A task that reads data file `path` (by its suffix, `FILE_KINDS`): `like` if of that kind, else a new one."
+    "A task that reads data file `path` (by its suffix, `FILE_KINDS`): `like` if of that kind, else a new one"
     kind = FILE_KINDS.get(Path(path).suffix.lower())
     if kind is None: return None
     cls = task_class(kind)
@@ -605,7 +606,7 @@ def file_task(path, like:Task|None=None) -> Task|None:
 
 # %% ../nbs/02_data.ipynb #4e70dd22
 def model_for(text:str, models=None) -> Path:
-    "The model of `models` (default: shipped) whose task takes `text` in its range, else the first that poses it."
+    "The model (of `models`, default shipped) whose task takes `text` in range, else the first that poses it."
     posers = []
     for d in shipped_models() if models is None else models:
         try:

@@ -13,16 +13,17 @@ from fastcore.script import call_parse
 import mathnb
 from .core import UserError, run_cli, check_number, normalize_text
 from .tokenizer import MathTokenizer, CharTokenizer, TokenizerError
-from .model import GPT, load_model, resolve_model_dir
-from .data import Task, ArithmeticTask, DataSpecError, calc, CalcError, load_task
+from .model import GPT, load_model, resolve_model_dir, shipped_models, load_config
+from .data import Task, ArithmeticTask, DataSpecError, calc, CalcError, load_task, model_for
 
 # %% auto #0
 __all__ = ['InputError', 'pose', 'check_marks', 'Step', 'step_note', 'step_line', 'answer_verdict', 'Solution', 'covering',
            'read_steps', 'answer_span', 'check_completion', 'pose_batch', 'generate_completions', 'Solver', 'user_text',
-           'prob_color', 'confidence_html', 'attention_pattern', 'figure_png', 'step_attention', 'attention_figure',
-           'steps_html', 'answer_html', 'problem_controls', 'generation_sliders', 'attention_selects', 'legend_html',
-           'figure_output', 'SolverApp', 'read_line', 'chat', 'mathnb_chat', 'mathnb_chat_cli', 'AppError',
-           'app_notebook', 'kernel_dir', 'voila_command', 'mathnb_app', 'mathnb_app_cli']
+           'AutoSolver', 'make_solver', 'prob_color', 'confidence_html', 'attention_pattern', 'figure_png',
+           'step_attention', 'attention_figure', 'steps_html', 'answer_html', 'problem_controls', 'generation_sliders',
+           'head_options', 'attention_selects', 'legend_html', 'figure_output', 'SolverApp', 'read_line', 'chat',
+           'mathnb_chat', 'mathnb_chat_cli', 'AppError', 'app_notebook', 'kernel_dir', 'voila_command', 'mathnb_app',
+           'mathnb_app_cli']
 
 # %% ../nbs/08_solver.ipynb #e5eb5987
 class InputError(UserError):
@@ -90,10 +91,11 @@ def step_line(i:int, step:Step, width:int, marks:dict|None=None) -> str:
 
 # %% ../nbs/08_solver.ipynb #fa9cb244
 def answer_verdict(prompt:str, answer:str, grade:dict, marks:dict|None=None) -> str:
-    "One line on `answer` as the task graded it: correct, wrong or missing, with the reference answer."
+    "One line on `answer` as the task graded it: correct, equivalent, wrong or missing, with the reference."
     m, claim = marks or check_marks(), _claim(prompt, str(grade.get('expected')))
     if not answer: return f'{m["wrong"]} no answer: {claim}'
-    v = f'{m["ok"]} correct' if grade.get('correct') else f'{m["wrong"]} wrong'
+    v = (f'{m["ok"]} correct' if grade.get('correct') else f'{m["ok"]} equivalent' if grade.get('equivalent')
+         else f'{m["wrong"]} wrong')
     lost = ' (the answer does not follow from its steps)' if grade.get('follows_cot') is False else ''
     return f'{v}: {claim}{lost}'
 
@@ -232,9 +234,9 @@ class Solver:
         return f'Solver({self.task!r}, {self.model.num_params():,} parameters{where})'
 
     def sample(self, rng:random.Random) -> dict|None:
-        "A random row of the task (with its reference answer); None for a task without a generator."
+        "A random row of the task (with its reference answer); None for a task without a generator (or data)."
         try: return self.task.sample(rng)
-        except NotImplementedError: return None
+        except (NotImplementedError, UserError): return None
 
     def solve_batch(self, problems:list, temperature:float=0.0, max_new_tokens:int|None=None,
                     top_k:int|None=None, seed:int|None=None) -> list[Solution]:
@@ -265,6 +267,68 @@ class Solver:
 def user_text(row:dict|None) -> str:
     "What a person types for `row`: its `question` (word problems), else its prompt; '' for no row."
     return '' if row is None else row.get('question') or row['prompt']
+
+# %% ../nbs/08_solver.ipynb #00a89057
+class AutoSolver:
+    "Several models as one solver: each problem goes to the model whose task takes it (`model_for`)."
+    def __init__(self, models=None, device='cpu'):
+        self.models = [Path(d) for d in (shipped_models() if models is None else models)]
+        self.device, self.solvers, self.drawn = device, {}, {}
+        self.current = self.solver(self.models[0] if self.models else resolve_model_dir(None))
+        sizes = [load_config(d)['model']['block_size'] for d in self.models]
+        self.block_size = max(sizes + [self.current.block_size])      # the app's slider fits any of them
+
+    model = property(lambda self: self.current.model)
+    tok = property(lambda self: self.current.tok)
+    task = property(lambda self: self.current.task)
+    def __repr__(self):
+        names = ', '.join(d.name for d in self.models)
+        return f'AutoSolver({names}: each problem to the model whose task takes it)'
+
+    def solver(self, model_dir) -> Solver:
+        "The `Solver` of `model_dir` (loaded once), now the current one."
+        d = Path(model_dir)
+        if d not in self.solvers: self.solvers[d] = Solver(d, device=self.device)
+        self.current = self.solvers[d]
+        return self.current
+
+    def pick(self, problem) -> Solver:
+        "The solver for `problem`: the one that drew it (a row), else the one `model_for` picks (text)."
+        if isinstance(problem, dict):
+            return self.solver(self.drawn.get(problem.get('prompt'), self.current.model_dir))
+        text = normalize_text(str(problem))
+        if len(text) > 1000: return self.current                     # too long for anyone: `pose` says so
+        return self.solver(model_for(text, self.models or None))
+
+    def sample(self, rng:random.Random) -> dict|None:
+        "A row drawn from the task of a model picked at random (None if no task draws); its model solves it."
+        for d in rng.sample(self.models, len(self.models)):
+            if (row := self.solver(d).sample(rng)) is not None:
+                self.drawn[row['prompt']] = d
+                return row
+        return None
+
+    def solve_batch(self, problems:list, **kw) -> list[Solution]:
+        "Checked solutions of `problems`, each by the model `pick` chooses; `kw` as `Solver.solve_batch`."
+        groups, sols = {}, [None] * len(problems)
+        for i, q in enumerate(problems): groups.setdefault(self.pick(q), []).append(i)
+        for s, idx in groups.items():
+            for i, sol in zip(idx, s.solve_batch([problems[i] for i in idx], **kw)): sols[i] = sol
+        return sols
+
+    def solve(self, problem, **kw) -> Solution:
+        "The checked `Solution` of one problem by the model `pick` chooses; `InputError` if not posed."
+        return self.pick(problem).solve(problem, **kw)
+
+    def attention(self, sol:Solution) -> tuple[torch.Tensor, list[str]]:
+        "The attention of the current model (the one that solved the last problem) reading `sol`."
+        return self.current.attention(sol)
+
+# %% ../nbs/08_solver.ipynb #b87a1283
+def make_solver(model=None, **kw):
+    "`model` if a solver already; a `Solver` of a model or directory; for None, an `AutoSolver`."
+    if isinstance(model, (Solver, AutoSolver)): return model
+    return AutoSolver(**kw) if model is None else Solver(model, **kw)
 
 # %% ../nbs/08_solver.ipynb #e50bee21
 def prob_color(p:float) -> str:
@@ -372,7 +436,7 @@ def steps_html(sol:Solution) -> str:
 def answer_html(sol:Solution) -> str:
     "The final answer and its check (or that there is no reference answer to check against) as HTML."
     if sol.error: return f'<div class="mathnb-answer mathnb-error">{html.escape(sol.error)}</div>'
-    check = 'unknown' if not sol.grade else 'ok' if sol.correct else 'wrong'
+    check = 'unknown' if not sol.grade else 'ok' if sol.correct or sol.grade.get('equivalent') else 'wrong'
     note = f'<div class="mathnb-note">note: {html.escape(sol.note)}</div>' if sol.note else ''
     return (f'<div class="mathnb-answer" style="font-size:16px">answer <b style="font-family:monospace">'
             f'{html.escape(sol.answer or "(none)")}</b> '
@@ -398,9 +462,13 @@ def generation_sliders(block_size:int) -> tuple[widgets.FloatSlider, widgets.Int
     return temperature, max_new
 
 # %% ../nbs/08_solver.ipynb #25495f4a
+def head_options(n_head:int) -> list[tuple[str, object]]:
+    "The choices of heads: the strongest, the mean, or one of the `n_head` heads."
+    return [('strongest', 'max'), ('mean', 'mean')] + [(f'head {h}', h) for h in range(n_head)]
+
 def attention_selects(n_head:int) -> tuple[widgets.Dropdown, widgets.Dropdown]:
     "The attention view's dropdowns: which part of the solution (filled per solution), and which heads."
-    heads = [('strongest', 'max'), ('mean', 'mean')] + [(f'head {h}', h) for h in range(n_head)]
+    heads = head_options(n_head)
     part = widgets.Dropdown(description='Attention of', options=[], layout=widgets.Layout(width='360px'))
     head = widgets.Dropdown(description='Heads', value='max', options=heads,
                             layout=widgets.Layout(width='220px'))
@@ -422,9 +490,9 @@ def figure_output(fig) -> dict:
 
 # %% ../nbs/08_solver.ipynb #e7da021b
 class SolverApp:
-    "An ipywidgets app around a `Solver`: solve typed or random problems; see checks, confidence, attention."
+    "An ipywidgets app around a solver: solve typed or random problems; see checks, confidence, attention."
     def __init__(self, model=None, seed:int|None=None, **kw):
-        self.solver = model if isinstance(model, Solver) else Solver(model, **kw)
+        self.solver = make_solver(model, **kw)
         self.rng, self.solution, self.attention_fig = random.Random(seed), None, None
         self._text, self._key, self._sampled, self._attn = '', None, None, None
         self._lock, self._latest = threading.Lock(), 0          # one solve at a time; the latest request wins
@@ -485,6 +553,8 @@ class SolverApp:
 
     def show(self, sol:Solution):
         "Show solution `sol`: steps, answer, token confidence and the attention of its first part."
+        heads = head_options(self.solver.model.config.n_head)     # its model's heads (may differ)
+        if [v for _, v in self.head_select.options] != [v for _, v in heads]: self.head_select.options = heads
         self.solution, self._text = sol, sol.report()
         self.answer_view.value, self.steps_view.value = answer_html(sol), steps_html(sol)
         self.tokens_view.value, self.status.value = confidence_html(sol), ''
@@ -496,7 +566,7 @@ class SolverApp:
     def show_attention(self):
         "Draw the attention heatmap of the part picked in `step_select` into the `attention_view` Output."
         if self.solution is None or self.step_select.value is None:
-            self.attention_view.outputs = ()
+            self.attention_view.outputs, self.attention_fig = (), None
             return
         self.attention_fig = attention_figure(*self._attn, self.solution, self.step_select.value,
                                               self.head_select.value)
@@ -540,7 +610,7 @@ def chat(solver:Solver, inp=None, out=None, interactive:bool|None=None, **kw) ->
 # %% ../nbs/08_solver.ipynb #01ef1d58
 @call_parse
 def mathnb_chat(
-    model:str=None,              # model directory (default: the pretrained model shipped with mathnb)
+    model:str=None,              # model directory (default: each problem to the shipped model that takes it)
     temperature:float=0.0,       # 0 = greedy; above 0 samples
     max_new_tokens:int=None,     # cap on generated tokens (default: what fits the context)
     device:str='cpu',            # cpu, cuda, mps or auto
@@ -554,7 +624,7 @@ def mathnb_chat(
     if sys.stdin.isatty():
         try: import readline                                    # line editing and history where available
         except ImportError: pass
-    chat(Solver(model, device=device), temperature=temperature, max_new_tokens=max_new_tokens)
+    chat(make_solver(model or None, device=device), temperature=temperature, max_new_tokens=max_new_tokens)
 
 def mathnb_chat_cli(): run_cli(mathnb_chat, 'mathnb-chat')
 
@@ -579,8 +649,8 @@ def kernel_dir(python:str=sys.executable) -> Path:
 
 # %% ../nbs/08_solver.ipynb #1edca4c0
 def voila_command(model_dir, port:int=8866, python:str=sys.executable) -> tuple[list[str], dict]:
-    "The command line and environment that serve the app for `model_dir` on 127.0.0.1:`port`."
-    env = dict(os.environ, MATHNB_MODEL=str(Path(model_dir).resolve()))
+    "The command line and environment serving the app for `model_dir` (None: shipped ones) on 127.0.0.1:`port`."
+    env = dict(os.environ, MATHNB_MODEL=str(Path(model_dir).resolve()) if model_dir else '')
     paths = [str(kernel_dir(python))] + [p for p in [os.environ.get('JUPYTER_PATH')] if p]
     env['JUPYTER_PATH'] = os.pathsep.join(paths)
     env['PATH'] = os.pathsep.join([str(Path(python).parent), os.environ.get('PATH', '')])
@@ -597,21 +667,24 @@ def _have_voila() -> bool:
 # %% ../nbs/08_solver.ipynb #6098f605
 @call_parse
 def mathnb_app(
-    model:str=None,              # model directory (default: the pretrained model shipped with mathnb)
+    model:str=None,              # model directory (default: each problem to the shipped model that takes it)
     port:int=8866,               # port on 127.0.0.1
 ):
     "Serve the solver app as a web page on http://127.0.0.1:PORT (with Voilà)."
     if not _have_voila(): raise AppError('mathnb-app needs Voilà: pip install "mathnb[app]"')
-    model_dir = resolve_model_dir(model)
-    load_task(model_dir)                                    # fail here, in one line, not inside the page
-    load_model(model_dir)
+    dirs = [resolve_model_dir(model)] if model else shipped_models() or [resolve_model_dir(None)]
+    for d in dirs:                                          # fail here, in one line, not inside the page
+        load_task(d)
+        load_model(d)
+    model_dir = dirs[0] if model else None
     if not 0 < port < 65536: raise AppError(f'bad port {port}: use 1 to 65535')
     with socket.socket() as s:
         try: s.bind(('127.0.0.1', port))
         except OSError:
             raise AppError(f'port {port} on 127.0.0.1 is in use: choose another with --port') from None
     cmd, env = voila_command(model_dir, port)
-    print(f'mathnb-app: serving {model_dir} at http://127.0.0.1:{port}/  (Ctrl-C to stop)', flush=True)
+    what = model_dir or 'the shipped models'
+    print(f'mathnb-app: serving {what} at http://127.0.0.1:{port}/  (Ctrl-C to stop)', flush=True)
     # Voilà takes over this process: signals reach it directly
     if os.name == 'posix': os.execve(cmd[0], cmd, env)
     try: sys.exit(subprocess.call(cmd, env=env))
