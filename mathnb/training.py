@@ -60,6 +60,7 @@ class TrainConfig:
     n_val: int = 500                  # validation problems (early stopping)
     n_test: int = 2000                # held-out test problems (final evaluation)
     curriculum: bool = False          # first epoch of a fixed training set ordered easy to hard
+    group_by_length: int = 0          # streamed rows: draw this many steps' rows at once, batch them by length
     eval_every: int = 100
     target_acc: float | None = None   # stop once validation exact match reaches this
     log_every: int = 10
@@ -181,8 +182,9 @@ def epoch_order(n_rows:int, seed:int, step:int, n:int, ordered_first_epoch:bool=
 class TaskData:
     "Held-out splits of a `Task` plus training batches that depend only on (seed, step)."
     def __init__(self, task:Task, tok:MathTokenizer, n_train:int|None=None, n_val:int=500, n_test:int=2000,
-                 seed:int=0, curriculum:bool=False, exclude=frozenset()):
+                 seed:int=0, curriculum:bool=False, exclude=frozenset(), group_by_length:int=0):
         self.task, self.tok, self.seed, self.curriculum = task, tok, seed, curriculum
+        self.group, self._block = max(1, group_by_length), (None, None)
         fixed = type(task).sample is Task.sample          # a fixed data set: no generator to stream from
         s = task.splits(None if fixed and not n_train else n_train or 0, n_val, n_test, seed, exclude)
         self.train, self.val, self.test = s['train'], s['val'], s['test']
@@ -193,18 +195,33 @@ class TaskData:
     @classmethod
     def from_config(cls, task:Task, tok:MathTokenizer, cfg:TrainConfig, exclude=frozenset()):
         "The data that `cfg`'s `n_train`, `n_val`, `n_test`, `seed` and `curriculum` ask for."
-        return cls(task, tok, cfg.n_train, cfg.n_val, cfg.n_test, cfg.seed, cfg.curriculum, exclude)
+        return cls(task, tok, cfg.n_train, cfg.n_val, cfg.n_test, cfg.seed, cfg.curriculum, exclude,
+                   cfg.group_by_length)
 
     def _indices(self, step, n): return epoch_order(len(self.train), self.seed, step, n, self.curriculum)
 
     def rows(self, step:int, n:int) -> list[dict]:
         "The `n` training rows of step `step`."
         if self._ids is not None: return [self.train[i] for i in self._indices(step, n)]
-        rng, out = _rng('stream', self.seed, step), []
+        if self.group == 1: return self._draw(_rng('stream', self.seed, step), n)
+        block, i = divmod(step, self.group)
+        if self._block[0] != block: self._block = block, self._grouped(block, n)
+        return self._block[1][i]
+
+    def _draw(self, rng, n:int) -> list[dict]:
+        out = []
         while len(out) < n:
             r = self.task.sample(rng)
             if r['prompt'] not in self.held_out: out.append(r)
         return out
+
+    def _grouped(self, block:int, n:int) -> list[list[dict]]:
+        "The batches of `block`: `group` steps' rows drawn together, sorted by length, cut into batches, shuffled."
+        rows = sorted(self._draw(_rng('stream-block', self.seed, block), n * self.group),
+                      key=lambda r: len(r['prompt']) + len(self.task.target_of(r) or ''))
+        batches = [rows[j * n:(j + 1) * n] for j in range(self.group)]
+        _rng('block-order', self.seed, block).shuffle(batches)
+        return batches
 
     def batch(self, step:int, n:int) -> dict:
         "Collated tensors for step `step`."
