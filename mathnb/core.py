@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #050d6e36
 from __future__ import annotations
-import json, math, os, socket, sys, tempfile, unicodedata
+import argparse, json, math, os, socket, sys, tempfile, unicodedata
 from urllib.parse import urlparse
 from pathlib import Path
 from typing import Callable, Iterable
@@ -153,9 +153,14 @@ def _undash(arg:str) -> str:
     name, eq, val = arg.partition('=')
     return '--' + name[2:].replace('-', '_') + eq + val
 
+def _arg_error(parser, message:str):
+    "Argument errors as `UserError`s: one line, not argparse's usage block."
+    raise UserError(f'{message} (see {parser.prog} --help)')
+
 def run_cli(func, prog:str):
-    "Run the `call_parse` function `func` as the command `prog`: a `UserError` exits 2 with one line."
+    "Run the `call_parse` function `func` as the command `prog`: a `UserError` (a wrong flag too) exits 2 with one line."
     sys.argv[0] = prog
+    argparse.ArgumentParser.error = _arg_error
     sys.argv[1:] = [_undash(a) for a in sys.argv[1:]]
     try: return func()
     except UserError as e:

@@ -4,7 +4,7 @@ import json, re, shutil
 from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
-from conftest import run_cli, assert_user_error
+from conftest import run_cli, assert_user_error, MODULES
 
 TINY = ['--quiet', '--set', 'digits=2', 'n_val=20', 'n_test=20', 'eval_every=10', 'batch_size=16', 'target_acc=null']
 
@@ -330,3 +330,9 @@ def test_deeply_nested_config_is_one_line(model_dir, tmp_path, cmd):
             'lora': ['--base', d, '--preset', 'sub3-cot', '--out', tmp_path/'o', '--steps', '2']}[cmd]
     assert_user_error(run_cli(f'mathnb-{cmd}', *args), 'config.json: JSON nested too deeply')
     assert not (tmp_path/'o').exists()
+
+
+@pytest.mark.parametrize('name', sorted(MODULES))
+def test_a_wrong_flag_is_one_line(name):
+    "Every command answers an unknown flag in one line (not argparse's usage block), exit status 2."
+    assert_user_error(run_cli(name, '--no-such-flag', 1), 'unrecognized arguments: --no-such-flag')
