@@ -24,8 +24,8 @@ __all__ = ['TASKS', 'MIXED', 'FORMATS', 'SAMPLINGS', 'COT_FORMATS', 'ERROR_KINDS
            'check_step', 'implied_answer', 'count_carries', 'make_example', 'ProblemSpec', 'make_splits',
            'problem_stream', 'curriculum', 'normalize_answer', 'final_answer', 'step_error', 'diagnose', 'Task',
            'register_task', 'ArithmeticTask', 'cot_summary', 'task_class', 'task_from_dict', 'load_task', 'file_task',
-           'model_for', 'write_jsonl', 'read_prompts', 'to_dataset', 'encode_rows', 'collate', 'check_room',
-           'write_splits', 'mathnb_data', 'mathnb_data_cli']
+           'typed_text', 'model_for', 'write_jsonl', 'read_prompts', 'to_dataset', 'encode_rows', 'collate',
+           'check_room', 'write_splits', 'mathnb_data', 'mathnb_data_cli']
 
 # %% ../nbs/02_data.ipynb #cefd0951
 class DataError(UserError):
@@ -603,6 +603,14 @@ def file_task(path, like:Task|None=None) -> Task|None:
     if kind is None: return None
     cls = task_class(kind)
     return like if isinstance(like, cls) else cls()
+
+# %% ../nbs/02_data.ipynb #4d72bfd6
+_SUPERSCRIPT_RUN = re.compile('([⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻]+)')
+
+def typed_text(text) -> str:
+    "What a person typed, `normalize_text`-ed except for runs of superscripts (a task may read them as powers)."
+    parts = _SUPERSCRIPT_RUN.split(str(text))
+    return ''.join(p if i % 2 else normalize_text(p) for i, p in enumerate(parts))
 
 # %% ../nbs/02_data.ipynb #4e70dd22
 def model_for(text:str, models=None) -> Path:

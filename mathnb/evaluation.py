@@ -13,7 +13,7 @@ from fastcore.script import call_parse, Param
 from .core import UserError, read_jsonl, read_text, check_out_dir, run_cli, normalize_text, check_number
 from .tokenizer import MathTokenizer, TokenizerError
 from .model import GPT, ConfigError, complete, load_model, get_device, resolve_model_dir, shipped_models
-from .data import Task, load_task, write_jsonl, encode_rows, collate, DataError, IGNORE, file_task, model_for
+from .data import Task, load_task, write_jsonl, encode_rows, collate, DataError, IGNORE, file_task, model_for, typed_text
 
 # %% auto #0
 __all__ = ['token_accuracy', 'breakdown', 'EvalResult', 'evaluate', 'plot_breakdown', 'plot_error_kinds', 'read_eval_rows',
@@ -132,7 +132,8 @@ def _rate_text(r:dict) -> str:
 def _breakdown_lines(s:dict) -> list[str]:
     "One line for each breakdown of summary `s` that has more than one value."
     bs = [(k, s[f'by_{k}']) for k in s['breakdown_keys']]
-    return [f'by {k}: ' + ', '.join(f'{v}: {_rate_text(r)}' for v, r in b.items()) for k, b in bs if len(b) > 1]
+    return [f'by {k}: ' + ', '.join(f'{v}: {_rate_text(r)}' for v, r in b.items())
+            for k, b in bs if len(b) > 1]
 
 # %% ../nbs/03_evaluation.ipynb #6ed79170
 def _cot_lines(c:dict) -> list[str]:
@@ -191,8 +192,9 @@ def _prediction(task:Task, row:dict, completion:str) -> dict:
 
 # %% ../nbs/03_evaluation.ipynb #6876a846
 def _task_name(task:Task) -> str:
-    "The task in a few words: its kind (unless arithmetic), then its settings, a list's items joined by commas."
-    words = [v for k, v in task.to_dict().items() if (k, v) != ('kind', 'arithmetic') and v not in (False, None)]
+    "The task in a few words: its kind (unless arithmetic), then its settings, lists joined by commas."
+    d = task.to_dict()
+    words = [v for k, v in d.items() if (k, v) != ('kind', 'arithmetic') and v not in (False, None)]
     return ' '.join(','.join(map(str, v)) if isinstance(v, (list, tuple)) else str(v) for v in words)
 
 # %% ../nbs/03_evaluation.ipynb #1bd08df8
@@ -209,7 +211,7 @@ def _greedy(model:GPT, tok:MathTokenizer, task:Task, rows:list[dict], budget:int
 
 # %% ../nbs/03_evaluation.ipynb #be28a4ee
 def _merge(a:dict, b:dict) -> dict:
-    "`a` with `b`'s entries; where both hold a dict under one key, the two merged (a breakdown, a task's own)."
+    "`a` with `b`'s entries; where both hold a dict under a key, the two merged (a breakdown, a task's own)."
     out = dict(a)
     for k, v in b.items():
         both = isinstance(out.get(k), dict) and isinstance(v, dict)
@@ -221,7 +223,8 @@ def _summarize(task:Task, preds:list[dict], tacc:dict, t0:float) -> dict:
     "The summary of graded `preds`: exact match, token accuracy `tacc`, breakdowns, the task's own numbers."
     n, right = len(preds), sum(p['correct'] for p in preds)
     s = dict(accuracy=right / max(n, 1), n=n, correct=right, **tacc, task=_task_name(task),
-             breakdown_keys=list(task.breakdown_keys), **{f'by_{k}': breakdown(preds, k) for k in task.breakdown_keys})
+             breakdown_keys=list(task.breakdown_keys),
+             **{f'by_{k}': breakdown(preds, k) for k in task.breakdown_keys})
     return _merge(s, task.summarize(preds)) | dict(eval_time=round(time.time() - t0, 3))
 
 # %% ../nbs/03_evaluation.ipynb #c30acb21
@@ -286,13 +289,14 @@ def read_eval_rows(path, tok:MathTokenizer|None=None, block_size:int|None=None) 
     return rows
 
 # %% ../nbs/03_evaluation.ipynb #d1f92ea1
-def eval_rows(path, task:Task, tok:MathTokenizer|None=None, block_size:int|None=None) -> tuple[Task, list[dict]]:
-    "The task that grades data file `path`, and its rows: read by a file kind's task (`file_task`), else JSONL."
+def eval_rows(path, task:Task, tok:MathTokenizer|None=None, block_size:int|None=None) -> tuple[Task, list]:
+    "The task grading data file `path`, and its rows: read by a file kind's task (`file_task`), else JSONL."
     ft = file_task(path, task)
     if ft is None: return task, read_eval_rows(path, tok, block_size)
     rows = ft.read_file(path)
     if not rows: raise DataError(f'{path}: no rows')
-    for i, r in enumerate(rows if tok else []): _check_prompt(r['prompt'], tok, block_size, f'{path}: problem {i + 1}')
+    for i, r in enumerate(rows if tok else []):
+        _check_prompt(r['prompt'], tok, block_size, f'{path}: problem {i + 1}')
     return ft, rows
 
 # %% ../nbs/03_evaluation.ipynb #cc3263f1
@@ -375,8 +379,8 @@ def _verdict(sol:dict, m:dict) -> str:
     if sol['correct'] is None: return '(no reference answer to check it against)'
     if sol['correct']: return f"{m['ok']} right"
     if sol.get('equivalent'): return f"{m['ok']} right: equivalent to {sol['expected']}"
-    p = sol['prompt']
-    return f"{m['wrong']} wrong: " + (f"{p}{sol['expected']}" if p.endswith('=') else f"expected {sol['expected']}")
+    p, e = sol['prompt'], sol['expected']
+    return f"{m['wrong']} wrong: " + (f'{p}{e}' if p.endswith('=') else f'expected {e}')
 
 # %% ../nbs/03_evaluation.ipynb #d3e5b7dd
 def _sep(steps:list[str]) -> str: return '; ' if any(' ' in s for s in steps) else ' '
@@ -413,21 +417,22 @@ def _check_fits(prompt:str, tok:MathTokenizer, block_size:int):
 def pose_problem(problem:str|None, model=None) -> tuple[Path, Task, dict]:
     "The model directory for `problem` (`model`, else the shipped one `model_for` picks), its task, the row."
     if problem is None: raise UserError('no problem given: try mathnb-solve "658+189=" (or --random)')
-    text = normalize_text(problem)
+    text = typed_text(problem)
     model_dir = resolve_model_dir(model) if model else model_for(text)
     task = load_task(model_dir)
     return model_dir, task, task.pose(text)
 
 # %% ../nbs/03_evaluation.ipynb #18fc137f
 def draw_problem(model=None, seed:int|None=None) -> tuple[Path, Task, dict]:
-    "A problem drawn from `model`'s task, or from the task of a shipped model picked at random: dir, task, row."
+    "A problem drawn from `model`'s task, or the task of a shipped model picked at random: dir, task, row."
     rng, shipped = Random(seed), shipped_models()
-    dirs = [resolve_model_dir(model)] if model else rng.sample(shipped, len(shipped)) or [resolve_model_dir(None)]
+    dirs = [resolve_model_dir(model)] if model else rng.sample(shipped, len(shipped))
+    dirs = dirs or [resolve_model_dir(None)]
     errors = []
     for d in dirs:
         task = load_task(d)
         try: return d, task, task.sample(rng)
-        except NotImplementedError: errors.append(f'{d}: its task draws no problems; give one instead of --random')
+        except NotImplementedError: errors.append(f'{d}: its task draws no problems; give one, not --random')
         except UserError as e: errors.append(str(e))
     raise UserError(errors[0])
 
@@ -436,7 +441,7 @@ def draw_problem(model=None, seed:int|None=None) -> tuple[Path, Task, dict]:
 def mathnb_solve(
     problem:Param('a problem such as "658+189="', str, opt=False, nargs='?')=None,
     model:str=None,          # model directory (default: the shipped model whose task takes the problem)
-    random:bool=False,       # solve a problem drawn from the model's task (without --model: a shipped model's)
+    random:bool=False,       # solve a problem drawn from the model's task (no --model: a shipped model's)
     seed:int=None,           # random seed of --random
     device:str='cpu',        # cpu, cuda, mps or auto
 ):

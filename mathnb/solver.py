@@ -11,10 +11,10 @@ import torch
 import ipywidgets as widgets
 from fastcore.script import call_parse
 import mathnb
-from .core import UserError, run_cli, check_number, normalize_text
+from .core import UserError, run_cli, check_number
 from .tokenizer import MathTokenizer, CharTokenizer, TokenizerError
 from .model import GPT, load_model, resolve_model_dir, shipped_models, load_config
-from .data import Task, ArithmeticTask, DataSpecError, calc, CalcError, load_task, model_for
+from .data import Task, ArithmeticTask, DataSpecError, calc, CalcError, load_task, model_for, typed_text
 
 # %% auto #0
 __all__ = ['InputError', 'pose', 'check_marks', 'Step', 'step_note', 'step_line', 'answer_verdict', 'Solution', 'covering',
@@ -36,7 +36,7 @@ def pose(problem, task:Task, tok:MathTokenizer, block_size:int|None=None, max_ch
     elif len(str(problem)) > max_chars:
         raise InputError(f'too long: {len(str(problem))} characters (a problem is at most {max_chars})')
     else:
-        try: row = task.pose(normalize_text(problem))
+        try: row = task.pose(typed_text(problem))
         except DataSpecError as e: raise InputError(str(e)) from None
     target = task.target_of(row)
     try: need = len(tok.encode(row['prompt'])) + (len(tok.encode(target)) if target else 1)
@@ -296,7 +296,7 @@ class AutoSolver:
         "The solver for `problem`: the one that drew it (a row), else the one `model_for` picks (text)."
         if isinstance(problem, dict):
             return self.solver(self.drawn.get(problem.get('prompt'), self.current.model_dir))
-        text = normalize_text(str(problem))
+        text = typed_text(problem)
         if len(text) > 1000: return self.current                     # too long for anyone: `pose` says so
         return self.solver(model_for(text, self.models or None))
 
