@@ -461,11 +461,12 @@ def generation_sliders(block_size:int) -> tuple[widgets.FloatSlider, widgets.Int
     max_new = widgets.IntSlider(value=block_size, min=1, max=block_size, description='Max tokens', **kw)
     return temperature, max_new
 
-# %% ../nbs/08_solver.ipynb #25495f4a
+# %% ../nbs/08_solver.ipynb #29594e41
 def head_options(n_head:int) -> list[tuple[str, object]]:
     "The choices of heads: the strongest, the mean, or one of the `n_head` heads."
     return [('strongest', 'max'), ('mean', 'mean')] + [(f'head {h}', h) for h in range(n_head)]
 
+# %% ../nbs/08_solver.ipynb #25495f4a
 def attention_selects(n_head:int) -> tuple[widgets.Dropdown, widgets.Dropdown]:
     "The attention view's dropdowns: which part of the solution (filled per solution), and which heads."
     heads = head_options(n_head)

@@ -55,7 +55,7 @@ def fitted(tmp_path_factory) -> Path:
     tok = BPETokenizer.train([r['prompt'] + r['target'] for r in rows] * 4, vocab_size=300)
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        model = GPT(get_config('tiny', tok.vocab_size, block_size=256))
+        model = GPT(get_config('tiny', tok.vocab_size, block_size=256, n_head=2))   # the adder has 4 heads
         fit_to(model, tok.encode(rows[0]['prompt'] + rows[0]['target']))
     return save_model(model.eval(), tok, tmp_path_factory.mktemp('sym')/'symbolic', task=task.to_dict())
 
@@ -144,13 +144,19 @@ def test_chat_without_model_picks_per_line():
 
 
 def test_app_picks_the_model_per_problem(fitted):
+    "The app over two models unlike each other: each problem to its own, the heads and the token slider follow."
     from mathnb.model import default_model_dir
     from mathnb.solver import SolverApp, AutoSolver
     app = SolverApp(AutoSolver([default_model_dir(), fitted]), seed=0)
-    for text, first in [(DERIV, 'Find the first derivative'), ('23+45=', '23+45=<think>')]:
+    assert app.max_new_tokens.max == 256                          # the larger context of the two
+    for text, first, heads in [('23+45=', '23+45=<think>', 4), (DERIV, 'Find the first derivative', 2),
+                               ('658+189=', '658+189=<think>', 4)]:
+        app.head_select.value = 3 if heads == 2 else 'max'       # a head the next model lacks
         app.problem.value = text
         assert app.result_text().startswith(first), app.result_text()
         assert app.solution.correct and app.solution.steps_ok, app.result_text()
+        assert [v for _, v in app.head_select.options] == ['max', 'mean', *range(heads)]
+        assert app.attention_fig is not None and app.head_select.value in ('max', 'mean', *range(heads))
     app.problem.value = "__import__('os')"
     assert app.solution is None and 'cannot read' in app.result_text(), app.result_text()
 
