@@ -21,12 +21,12 @@ from .training import TRAIN_PRESETS
 
 # %% auto #0
 __all__ = ['MODULES', 'SPLIT_DIRS', 'HUB_REPO', 'ORDERS', 'PATTERNS', 'SOLVERS', 'SYM_FORMATS', 'ORDINALS', 'MODULE_TASKS',
-           'data_root', 'module_files', 'read_pairs', 'hub_pairs', 'Question', 'symbols_of', 'single_var',
-           'read_question', 'check_linear', 'show', 'terms', 'join_terms', 'differentiate_steps', 'collect_steps',
-           'expand_steps', 'signed_sum', 'evaluate_steps', 'signed', 'linear_steps', 'solve', 'format_target',
-           'split_completion', 'question_of', 'check_symbolic_step', 'answers_equivalent', 'grade_symbolic',
-           'symbolic_summary', 'canonical', 'SymbolicTask', 'ModuleTask', 'check_chains', 'mathnb_symbolic_check',
-           'mathnb_symbolic_check_cli']
+           'FORMAT_MODEL', 'data_root', 'module_files', 'read_pairs', 'hub_pairs', 'Question', 'symbols_of',
+           'single_var', 'read_question', 'check_linear', 'show', 'terms', 'join_terms', 'differentiate_steps',
+           'collect_steps', 'expand_steps', 'signed_sum', 'evaluate_steps', 'signed', 'linear_steps', 'solve',
+           'format_target', 'split_completion', 'question_of', 'check_symbolic_step', 'answers_equivalent',
+           'grade_symbolic', 'symbolic_summary', 'canonical', 'SymbolicTask', 'ModuleTask', 'check_chains',
+           'mathnb_symbolic_check', 'mathnb_symbolic_check_cli', 'evaluate_modules', 'mean_tokens', 'format_experiment']
 
 # %% ../nbs/11b_symbolic.ipynb #3948ccb6
 MODULES = ('calculus__differentiate', 'algebra__linear_1d', 'polynomials__collect', 'polynomials__expand',
@@ -558,3 +558,51 @@ def mathnb_symbolic_check(
     return res
 
 def mathnb_symbolic_check_cli(): run_cli(mathnb_symbolic_check, 'mathnb-symbolic-check')
+
+# %% ../nbs/11b_symbolic.ipynb #3d6e9baa
+def evaluate_modules(model_dir, split:str='interpolate', n:int|None=None, modules=MODULES, data_dir=None,
+                     batch_size:int=64, device:str='cpu') -> dict:
+    "Summary per module (and over all) of the model in `model_dir` on the modules' `split` files (first `n` rows each)."
+    from mathnb.model import load_model
+    from mathnb.data import load_task
+    from mathnb.evaluation import evaluate
+    net, tok = load_model(model_dir, device)
+    task = load_task(model_dir)
+    if not isinstance(task, SymbolicTask): task = SymbolicTask(data_dir=data_dir)
+    out = {}
+    for m in modules:
+        files = module_files(m, split, data_dir)
+        if not files: raise DataError(f'{m}: no {split} file under {data_root(data_dir)}')
+        rows = [r for f in files for r in task.read_file(f)][:n]
+        s = evaluate(net, tok, task, rows, batch_size=batch_size).summary
+        out[m] = {k: s[k] for k in ('n', 'exact_match', 'equivalence', 'step_validity', 'step_validity_right',
+                                     'right_after_wrong', 'first_wrong_step', 'eval_time')}
+    return out
+
+# %% ../nbs/11b_symbolic.ipynb #f7968e96
+FORMAT_MODEL = dict(model='llama-tiny', n_layer=2, n_embd=128, n_head=4, n_kv_head=2)
+
+def mean_tokens(task:SymbolicTask, tok, n:int=1000, seed:int=0) -> float:
+    "Mean tokens (prompt and target) of `n` sampled training rows of `task`."
+    rng = random.Random(seed)
+    rows = [task.sample(rng) for _ in range(n)]
+    return sum(len(tok.encode(r['prompt'])) + len(tok.encode(r['target'])) for r in rows) / n
+
+def format_experiment(out='runs/sym-formats', seeds=(0, 1), think_steps:int=600, n_eval:int=200, tok=None,
+                      model:dict=FORMAT_MODEL, log=print) -> list[dict]:
+    "Train `think` and `plain` at equal training tokens for each seed; their accuracy on the interpolate files."
+    from mathnb.training import preset_parts, run_training, task_tokenizer
+    out, rows = Path(out), []
+    tok = tok or task_tokenizer(SymbolicTask(), 0)
+    per_row = {f: mean_tokens(SymbolicTask(fmt=f), tok) for f in SYM_FORMATS}
+    for seed in seeds:
+        for fmt in SYM_FORMATS:
+            steps = max(1, round(think_steps * per_row['think'] / per_row[fmt]))
+            task, mc, cfg = preset_parts(None, 'symbolic', fmt=fmt, seed=seed, steps=steps, n_test=0, n_val=20,
+                                         eval_every=steps, progress=False, **model)
+            r = run_training(task, mc, cfg, out/f'{fmt}-{seed}', overwrite=True, tok=tok, log=lambda *a: None)
+            ev = evaluate_modules(out/f'{fmt}-{seed}', n=n_eval)
+            rows.append(dict(format=fmt, seed=seed, steps=steps, tokens=round(steps * cfg.batch_size * per_row[fmt]),
+                             seconds=round(r['total_time']), modules=ev))
+            log(rows[-1])
+    return rows
