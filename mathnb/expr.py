@@ -11,17 +11,18 @@ import sympy
 from .core import UserError, clip, normalize_text
 
 # %% auto #0
-__all__ = ['MAX_CHARS', 'MAX_DEPTH', 'MAX_DIGITS', 'MAX_EXPONENT', 'MAX_DIGITS_RESULT', 'SUPERSCRIPTS', 'LATEX', 'PRIME',
-           'ExprError', 'normalize_math', 'tokenize', 'parse', 'to_sympy', 'read', 'mod_value', 'time_limit',
+__all__ = ['MAX_CHARS', 'MAX_DEPTH', 'MAX_OPS', 'MAX_DIGITS', 'MAX_EXPONENT', 'MAX_DIGITS_RESULT', 'SUPERSCRIPTS', 'LATEX',
+           'PRIME', 'ExprError', 'normalize_math', 'tokenize', 'parse', 'to_sympy', 'read', 'mod_value', 'time_limit',
            'numerically_equal', 'equivalent', 'read_answer']
 
 # %% ../nbs/11a_expr.ipynb #65db5861
 class ExprError(UserError, ValueError):
     "Text that the expression reader does not take: an unknown character, bad syntax, or a size over a limit."
 
-# %% ../nbs/11a_expr.ipynb #aff36519
+# %% ../nbs/11a_expr.ipynb #1f0e6408
 MAX_CHARS = 2000          # characters of text
 MAX_DEPTH = 60            # nesting of parentheses, powers and unary signs
+MAX_OPS = 150             # operators (`+ - * / **` and implicit products): trees stay shallow enough to walk
 MAX_DIGITS = 40           # digits of one numeric literal
 MAX_EXPONENT = 64         # |exponent| of any power
 MAX_DIGITS_RESULT = 400   # digits of a number that a constant power may produce
@@ -134,11 +135,13 @@ class _Parser:
             return node
         raise ExprError(f'unexpected {v!r}')
 
-# %% ../nbs/11a_expr.ipynb #6b90fff9
+# %% ../nbs/11a_expr.ipynb #3f4fdbbd
 def parse(text:str, functions=()) -> tuple:
     "The tree of expression `text` (see the grammar above); `ExprError` for anything else."
     toks = tokenize(text)
     if not toks: raise ExprError('empty expression')
+    if (ops := sum(v in ('+', '-', '*', '/', '**', '^') or k in ('name', 'num', 'frac') for k, v in toks)) > 2 * MAX_OPS:
+        raise ExprError(f'expression too long (about {ops // 2} operations; at most {MAX_OPS})')
     p = _Parser(toks, functions)
     node = p.sum()
     if p.i < len(toks): raise ExprError(f'unexpected {toks[p.i][1]!r} after a complete expression in {clip(text, 80)}')
