@@ -28,7 +28,7 @@ __all__ = ['MODULES', 'SPLIT_DIRS', 'HUB_REPO', 'ORDERS', 'PATTERNS', 'SOLVERS',
            'format_target', 'split_completion', 'question_of', 'check_symbolic_step', 'answers_equivalent',
            'grade_symbolic', 'symbolic_summary', 'canonical', 'SymbolicTask', 'ModuleTask', 'check_chains',
            'mathnb_symbolic_check', 'mathnb_symbolic_check_cli', 'evaluate_modules', 'mean_tokens', 'format_experiment',
-           'results_table', 'plot_results']
+           'results_table', 'plot_results', 'step_value', 'sympy_hook']
 
 # %% ../nbs/11b_symbolic.ipynb #3948ccb6
 MODULES = ('calculus__differentiate', 'algebra__linear_1d', 'polynomials__collect', 'polynomials__expand',
@@ -561,11 +561,11 @@ def mathnb_symbolic_check(
 
 def mathnb_symbolic_check_cli(): run_cli(mathnb_symbolic_check, 'mathnb-symbolic-check')
 
-# %% ../nbs/11b_symbolic.ipynb #3d6e9baa
+# %% ../nbs/11b_symbolic.ipynb #b7d0117c
 def evaluate_modules(model_dir, split:str='interpolate', n:int|None=None, modules=MODULES, data_dir=None,
-                     batch_size:int=64, device:str='cpu') -> dict:
-    "Summary per module (and over all) of the model in `model_dir` on the modules' `split` files (first `n` rows each)."
-    from mathnb.model import load_model
+                     batch_size:int=64, device:str='cpu', hook:bool=False) -> dict:
+    "Summary per module of the model in `model_dir` on the modules' `split` files (first `n` rows; `hook`: sympy helps)."
+    from mathnb.model import load_model, complete
     from mathnb.data import load_task
     from mathnb.evaluation import evaluate
     net, tok = load_model(model_dir, device)
@@ -575,8 +575,9 @@ def evaluate_modules(model_dir, split:str='interpolate', n:int|None=None, module
     for m in modules:
         files = module_files(m, split, data_dir)
         if not files: raise DataError(f'{m}: no {split} file under {data_root(data_dir)}')
-        rows = [r for f in files for r in task.read_file(f)][:n]
-        s = evaluate(net, tok, task, rows, batch_size=batch_size).summary
+        rows = [task.make_row(q, a, m) for q, a in [p for f in files for p in read_pairs(f)][:n]]
+        gen = (lambda ps, k: complete(net, tok, ps, k, batch_size, hook=sympy_hook(tok, rows))) if hook else None
+        s = evaluate(net, tok, task, rows, batch_size=batch_size, generate=gen).summary
         out[m] = {k: s[k] for k in ('n', 'exact_match', 'equivalence', 'step_validity', 'step_validity_right',
                                      'right_after_wrong', 'first_wrong_step', 'eval_time')}
     return out
@@ -643,3 +644,30 @@ def plot_results(res:dict, path=None, dpi:int=80):
     fig.tight_layout()
     if path is not None: save_png(fig, path, dpi)
     return fig
+
+# %% ../nbs/11b_symbolic.ipynb #8a016d64
+def step_value(q:Question, lhs:str) -> str|None:
+    "What sympy puts right of `lhs =` in a step of `q`'s solution (None when it cannot tell)."
+    try:
+        if m := re.fullmatch(r'd/d([a-z])\s+(.+)', lhs):
+            return str(sympy.diff(read(m[2]), sympy.Symbol(m[1])))
+        if q.module == 'polynomials__evaluate' and (m := re.fullmatch(rf'{q.fname}\((.+)\)', lhs)):
+            return join_terms(terms(_subst(q.expr, q.var, parse(str(sympy.expand(read(m[1])))))))
+        e = sympy.expand(read(lhs, _functions(q)))
+        if q.module == 'algebra__linear_1d' and lhs not in (show(q.expr), show(q.rhs)):
+            e = sympy.expand(e.subs(sympy.Symbol(q.var), solve(q)[1]))
+        return str(e)
+    except (UserError, RecursionError, ZeroDivisionError, TimeoutError): return None
+
+# %% ../nbs/11b_symbolic.ipynb #63d89d98
+def sympy_hook(tok, rows:list[dict]):
+    "A `generate` hook that completes each step's right side with `step_value` for the problem of row `r`."
+    def hook(r:int, new:list[int]) -> list[int]|None:
+        if not new or not tok.decode(new[-1:]).endswith('='): return None
+        text = tok.decode(new)
+        if '<think>' not in text or '</think>' in text: return None
+        q = question_of(rows[r].get('prompt', ''))
+        lhs = re.split(r'<think>|;', text)[-1][:-1].strip()
+        v = step_value(q, lhs) if q and lhs and '=' not in lhs else None
+        return None if v is None else tok.encode(f' {v}')
+    return hook
