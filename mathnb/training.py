@@ -1137,8 +1137,10 @@ def _given(set_items, **flags) -> dict:
     return {k: v for k, v in flags.items() if v is not None} | parse_set(set_items)
 
 # %% ../nbs/04_training.ipynb #6276865a
-def _solve_hint(task:Task, out) -> str:
-    example = '658+189=' if task.kind == 'arithmetic' else 'Ann has 3 bags of 4 eggs. How many eggs?'
+def _solve_hint(task:Task, out) -> str|None:
+    "A `mathnb-solve` line for the new model: on `658+189=`, else on the first problem of its test split."
+    try: example = '658+189=' if task.kind == 'arithmetic' else read_jsonl(Path(out)/'test.jsonl')[0]['prompt']
+    except (UserError, IndexError, KeyError): return None
     return f'mathnb-solve --model {out} "{example}"'
 
 # %% ../nbs/04_training.ipynb #53b15156
