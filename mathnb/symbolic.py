@@ -610,7 +610,7 @@ def format_experiment(out='runs/sym-formats', seeds=(0, 1), think_steps:int=600,
             log(rows[-1])
     return rows
 
-# %% ../nbs/11b_symbolic.ipynb #61e53eb6
+# %% ../nbs/11b_symbolic.ipynb #83a01996
 def results_table(res:dict):
     "Per module: the shipped model's exact match, equivalence and step validity, and think/plain exact match by seed."
     import pandas as pd
@@ -626,12 +626,14 @@ def results_table(res:dict):
     return pd.DataFrame(rows).set_index('module')
 
 def plot_results(res:dict, path=None, dpi:int=80):
-    "Left: the shipped model's exact match and equivalence per module. Right: think and plain, every seed a point."
+    "Left: the shipped model per module (alone, and with sympy in the loop). Right: think and plain, seeds as points."
     import matplotlib.pyplot as plt
     fig, (a, b) = plt.subplots(1, 2, figsize=(13, 3.6))
     xs, short = range(len(MODULES)), [m.split('__')[1] for m in MODULES]
-    for k, (key, label) in enumerate([('exact_match', 'exact match'), ('equivalence', 'equivalent')]):
-        a.bar([x + 0.4 * k - 0.2 for x in xs], [res['shipped'].get(m, {}).get(key) or 0 for m in MODULES], 0.4,
+    bars = [('shipped', 'exact_match', 'exact match'), ('shipped', 'equivalence', 'equivalent'),
+            ('hook', 'exact_match', 'exact, sympy in the loop')]
+    for k, (part, key, label) in enumerate(b for b in bars if b[0] in res):
+        a.bar([x + 0.27 * (k - 1) for x in xs], [res[part].get(m, {}).get(key) or 0 for m in MODULES], 0.27,
               label=label)
     a.set(xticks=list(xs), xticklabels=short, ylim=(0, 1), title='shipped model, interpolate sets')
     a.legend(fontsize=8)

@@ -70,5 +70,18 @@ def test_malformed_file_is_one_line(tmp_path):
                        ('blank.txt', 'Expand x.\n\n')]:
         d = tmp_path/name.split('.')[0]/'train'
         d.mkdir(parents=True)
-        (d/'polynomials__expand.txt').write_text(text)
-        assert_user_error(run_cli('mathnb-symbolic-check', '--data_dir', d.parent), 'polynomials__expand.txt')
+        (d/'calculus__differentiate.txt').write_text(text)
+        assert_user_error(run_cli('mathnb-symbolic-check', '--data_dir', d.parent), 'calculus__differentiate.txt')
+
+
+SHIPPED = Path(__file__).resolve().parents[1]/'mathnb'/'pretrained'/'symbolic'
+
+
+@pytest.mark.skipif(not (SHIPPED/'config.json').exists(), reason='no shipped symbolic model')
+def test_shipped_model_differentiates_the_seed_problem():
+    "The shipped model, picked by mathnb-solve for a typed derivative, writes every step right and the right answer."
+    r = run_cli('mathnb-solve', 'Find the derivative of f(x) = x³ - 2x² + 4x - 1', check=True)
+    lines = r.stdout.splitlines()
+    assert lines[0] == 'Find the first derivative of x**3 - 2*x**2 + 4*x - 1 wrt x.', r.stdout
+    assert len(lines) == 5 and all(l.strip().startswith('d/dx') and '✓' in l for l in lines[1:4]), r.stdout
+    assert lines[-1].startswith('answer: 3*x**2 - 4*x + 4') and '✓ right' in lines[-1], r.stdout
