@@ -66,3 +66,19 @@ def small_model() -> Path:
 
 @pytest.fixture(scope='session')
 def model_dir() -> Path: return small_model()
+
+
+def fit_to(model, ids:list[int], steps:int=400):
+    "Fit `model` to the one sequence `ids` (a few seconds on one thread; a tiny model is slower on more)."
+    import torch
+    x, threads = torch.tensor([ids]), torch.get_num_threads()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    torch.set_num_threads(1)
+    try:
+        for _ in range(steps):
+            loss = torch.nn.functional.cross_entropy(model(x[:, :-1]).flatten(0, 1), x[0, 1:])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if loss.item() < 0.005: break
+    finally: torch.set_num_threads(threads)

@@ -9,27 +9,12 @@ from pathlib import Path
 import pytest, torch
 
 os.environ.setdefault('MPLBACKEND', 'Agg')
-from conftest import cli, assert_user_error
+from conftest import fit_to, cli, assert_user_error
 
 QUESTION = ('Ann buys 12 bags of marbles with 3 marbles in each bag and gives 5 marbles to Ben. '
             'How many are left?')
 # what the fitted model writes for QUESTION: a right step, a wrong one (36-5 is 31), and the answer
 WORKING = 'Ann buys 12*3=<<12*3=36>>36 marbles. She keeps 36-5=<<36-5=30>>30 marbles.\n#### 30<end>'
-
-
-def fit_to(model, ids:list[int], steps:int=300):
-    "Fit `model` to the one sequence `ids` (a few seconds on one thread; a tiny model is slower on more)."
-    x, threads = torch.tensor([ids]), torch.get_num_threads()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    torch.set_num_threads(1)
-    try:
-        for _ in range(steps):
-            loss = torch.nn.functional.cross_entropy(model(x[:, :-1]).flatten(0, 1), x[0, 1:])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if loss.item() < 0.005: break
-    finally: torch.set_num_threads(threads)
 
 
 def word_problem_dir(path, fit:bool=False) -> Path:
@@ -43,7 +28,7 @@ def word_problem_dir(path, fit:bool=False) -> Path:
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = GPT(get_config('tiny', tok.vocab_size, block_size=256))
-        if fit: fit_to(model, tok.encode(task.pose(QUESTION)['prompt'] + WORKING))
+        if fit: fit_to(model, tok.encode(task.pose(QUESTION)['prompt'] + WORKING), steps=300)
     return save_model(model.eval(), tok, Path(path), task={'kind': 'wordproblem'})
 
 

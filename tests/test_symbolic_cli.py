@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest, torch
 
 import mathnb
-from conftest import cli, run_cli, assert_user_error
+from conftest import fit_to, cli, run_cli, assert_user_error
 
 DATA = Path(os.environ.get('MATHNB_DATA', Path(__file__).resolve().parents[1]/'../shared/data'))/'mathematics_dataset'
 MODULES = ['calculus__differentiate', 'algebra__linear_1d', 'polynomials__collect', 'polynomials__expand',
@@ -27,21 +27,6 @@ TYPED = [DERIV, 'Solve 3x + 5 = 20 for x', 'Expand (x+1)(x-2)', 'Collect the ter
 LINES = ('What is the derivative of 3*z**2 - 7*z + 2?\n6*z - 7\n'
          'Find the second derivative of 4*c**3 + c wrt c.\n24*c\n'
          'Differentiate -5*w**4 + 2*w**2 - w with respect to w.\n-20*w**3 + 4*w - 1\n')
-
-
-def fit_to(model, ids:list[int], steps:int=400):
-    "Fit `model` to the one sequence `ids` (seconds on one thread)."
-    x, threads = torch.tensor([ids]), torch.get_num_threads()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    torch.set_num_threads(1)
-    try:
-        for _ in range(steps):
-            loss = torch.nn.functional.cross_entropy(model(x[:, :-1]).flatten(0, 1), x[0, 1:])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if loss.item() < 0.005: break
-    finally: torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope='module')
