@@ -1043,7 +1043,8 @@ def _announce(log, model:nn.Module, task:Task, cfg:TrainConfig, data, T:int):
 # %% ../nbs/04_training.ipynb #be83e76c
 def run_training(task:Task, model_cfg:GPTConfig, cfg:TrainConfig, out, exclude=(), resume:bool=False,
                  overwrite:bool=False, preset:str|None=None, log=print, model=None, loss_fn=None,
-                 meta:dict|None=None, save=None, data=None, tok=None, tokenizer=None, evaluator=None) -> dict|None:
+                 meta:dict|None=None, save=None, data=None, tok=None, tokenizer=None, evaluator=None,
+                 callback=None) -> dict|None:
     "Make data, train (or resume), save model directory `out`, evaluate its test split; return the summary."
     out, t_start = check_out_dir(out), time.time()
     _check_start(out, resume, overwrite)
@@ -1059,7 +1060,7 @@ def run_training(task:Task, model_cfg:GPTConfig, cfg:TrainConfig, out, exclude=(
     _start_run(out, data, tok, run, overwrite, resume)
     T = data.batch(0, min(cfg.batch_size, 256))['input_ids'].shape[1]
     _announce(log, model, task, cfg, data, T)
-    summary = train(model, data, cfg, out=out, resume=resume, loss_fn=loss_fn)
+    summary = train(model, data, cfg, out=out, resume=resume, loss_fn=loss_fn, callback=callback)
     info = dict(task=task.to_dict(), train=cfg.to_dict(), preset=preset, summary=summary, **(meta or {}))
     return _finish_run(model, tok, task, data, out, info, save, t_start, evaluator)
 
