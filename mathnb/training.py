@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_training.ipynb #ab0fcd76
 from __future__ import annotations
-import functools, hashlib, inspect, json, math, os, re, shutil, signal, time, warnings, zlib, random
+import functools, hashlib, inspect, json, math, os, re, shutil, signal, tempfile, time, warnings, zlib, random
 from contextlib import nullcontext
 from dataclasses import dataclass, asdict, field, fields, replace
 from datetime import timedelta
@@ -508,34 +508,65 @@ def _open_metrics(mf:Path, resume_step:int):
     return open(mf, 'a')
 
 # %% ../nbs/04_training.ipynb #7a93e6fc
-def _sink(name:str, out, cfg:TrainConfig):
-    "A function that logs a metrics dict to Weights & Biases or TensorBoard (`ImportError` if not installed)."
-    if name == 'wandb':
-        import wandb
-        run = wandb.init(project='mathnb', config=cfg.to_dict())
-        return lambda d: run.log(d, step=d['step'])
+def _log_root(out, name:str) -> Path:
+    "The folder a tracker writes in: the run folder `out`, or a new temporary one (with a warning) if None."
+    if out is not None: return Path(out)
+    root = Path(tempfile.mkdtemp(prefix='mathnb-'))
+    warnings.warn(f'no output folder: {name} logs go to {root}')
+    return root
+
+# %% ../nbs/04_training.ipynb #9b38af2f
+def _tensorboard_sink(out, resume_step:int=0):
+    "`(log, close)` writing every number of a metrics dict as a TensorBoard scalar in `out/tb`."
     from torch.utils.tensorboard import SummaryWriter
-    w = SummaryWriter(str(Path(out)/'tb') if out else None)
-    return lambda d: [w.add_scalar(k, v, d['step']) for k, v in d.items() if k != 'step' and _is_num(v)]
+    purge = resume_step + 1 if resume_step else None                     # a resume hides the steps after it
+    w = SummaryWriter(str(_log_root(out, 'TensorBoard')/'tb'), purge_step=purge)
+    def log(d:dict):
+        for k, v in d.items():
+            if k != 'step' and _is_num(v): w.add_scalar(k, v, d['step'])
+    return log, w.close
+
+# %% ../nbs/04_training.ipynb #b4900f0f
+def _wandb_sink(out, cfg:TrainConfig):
+    "`(log, close)` for a new W&B run in `out/wandb`; `WANDB_MODE` (online, offline, disabled) sets the mode."
+    import wandb
+    root = _log_root(out, 'W&B')
+    run = wandb.init(project='mathnb', dir=str(root), config=cfg.to_dict(), name=root.name,
+                     reinit='create_new')
+    return (lambda d: run.log({k: v for k, v in d.items() if k != 'step'}, step=d['step'])), run.finish
+
+# %% ../nbs/04_training.ipynb #a6323f3e
+def _sink(name:str, out, cfg:TrainConfig, resume_step:int=0):
+    "`(log, close)` of tracker `name` writing in run folder `out` (`ImportError` if it is not installed)."
+    if name == 'wandb': return _wandb_sink(out, cfg)
+    return _tensorboard_sink(out, resume_step)
 
 # %% ../nbs/04_training.ipynb #ed9642af
 class Loggers:
-    "Append metric dicts to `metrics.jsonl`, and to wandb/TensorBoard if asked for and installed."
+    "Append metric dicts to `metrics.jsonl`, and to TensorBoard and W&B if asked for and installed."
     def __init__(self, out:Path|None, cfg:TrainConfig, resume_step:int=0):
         self.f, self.sinks = None, []
         if out is not None: self.f = _open_metrics(Path(out)/'metrics.jsonl', resume_step)
         for name in cfg.log_to:
-            try: self.sinks.append(_sink(name, out, cfg))
+            try: self.sinks.append(_sink(name, out, cfg, resume_step))
             except ImportError: warnings.warn(f'{name} is not installed; not logging to it')
+            except BaseException:
+                self.close()
+                raise
 
     def log(self, d:dict):
         if self.f:
             self.f.write(json.dumps(d) + '\n')
             self.f.flush()
-        for s in self.sinks: s(d)
+        for log, _ in self.sinks: log(d)
 
     def close(self):
+        "Close the file and every tracker (flushing it), each once; a tracker that fails to close only warns."
         if self.f: self.f.close()
+        sinks, self.sinks = self.sinks, []
+        for _, close in sinks:
+            try: close()
+            except Exception as e: warnings.warn(f'a tracker failed to close: {e}')
 
 # %% ../nbs/04_training.ipynb #e932103d
 def _autocast_dtype(cfg, dev):
