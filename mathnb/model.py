@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_model.ipynb #aff8806a
 from __future__ import annotations
-import hashlib, json, math, os
+import hashlib, importlib, json, math, os
 from contextlib import contextmanager
 from dataclasses import dataclass, asdict, fields, replace
 from pathlib import Path
@@ -623,12 +623,15 @@ def model_dir_kind(path) -> str:
     return _config_kind(load_config(path))
 
 # %% ../nbs/01_model.ipynb #3b83c1e6
-def _load_weights(model:GPT, f:Path, device):
-    "Check `f`'s tensors against `model`'s (names, shapes, finite values), then put them in it."
+def _load_weights(model:GPT, f:Path, device, int8:bool=False) -> dict:
+    """Check `f`'s tensors against `model`'s (names, shapes, finite values), then put them in it.
+
+    With `int8`, the file's int8 weights go in dequantized; they are returned as `{name: (int8, scale)}`."""
     if not f.exists(): raise ModelLoadError(f'{f}: missing')
     try: sd = load_file(f, device=str(device))
     except Exception as e:
         raise ModelLoadError(f'{f}: not a readable safetensors file ({str(e).splitlines()[0]})') from None
+    sd, packed = _int8_tensors(sd, f) if int8 else (sd, {})
     want = {k: tuple(v.shape) for k, v in _state(model).items()}
     if missing := sorted(want.keys() - sd.keys()):
         raise ModelLoadError(f'{f}: lacks tensors that config.json implies: {missing[:3]}')
@@ -642,6 +645,7 @@ def _load_weights(model:GPT, f:Path, device):
     model.load_state_dict(sd, strict=False, assign=True)
     # assign replaced tok_emb's parameter
     if model.config.tie_embeddings: model.lm_head.weight = model.tok_emb.weight
+    return packed
 
 def _file_depth(f:Path) -> int|None:
     "The number of blocks the safetensors file `f` holds, read from its header alone (None if unreadable)."
@@ -649,6 +653,27 @@ def _file_depth(f:Path) -> int|None:
         with safe_open(f, 'pt') as h: keys = list(h.keys())
     except Exception: return None
     return 1 + max((int(k.split('.')[1]) for k in keys if k.startswith('blocks.')), default=-1)
+
+# %% ../nbs/01_model.ipynb #21bdea8e
+def _int8_tensors(sd:dict, f:Path) -> tuple[dict, dict]:
+    "An int8 file's tensors, each int8 `X.weight` times its (rows, 1) `X.weight_scale`; the int8 pairs."
+    q = {k: v for k, v in sd.items() if v.dtype == torch.int8}
+    scales = {k[:-len('_scale')]: v for k, v in sd.items() if k.endswith('.weight_scale')}
+    if odd := sorted(q.keys() ^ scales.keys()):
+        raise ModelLoadError(f'{f}: int8 weights and their scales do not pair up ({odd[0]})')
+    if bad := next((k for k, v in q.items() if v.dim() != 2 or scales[k].shape != (len(v), 1)), None):
+        raise ModelLoadError(f'{f}: {bad}_scale is not one scale per row of {bad}')
+    rest = {k: v for k, v in sd.items() if k not in q and not k.endswith('.weight_scale')}
+    floats = rest | {k: v.float() * scales[k].float() for k, v in q.items()}
+    return floats, {k: (v, scales[k]) for k, v in q.items()}
+
+# %% ../nbs/01_model.ipynb #ed8847c7
+def _requantize(path:Path, model:GPT, q, packed:dict) -> GPT:
+    "`model` (dequantized weights in it) with the int8 layers that `config.json`'s `quantization` names."
+    if not isinstance(q, dict): raise ModelLoadError(f'{path/"config.json"}: "quantization" is not an object')
+    try: mod = importlib.import_module('mathnb.quantize')
+    except ImportError as e: raise ModelLoadError(f'{path}: an int8 model; loading needs {e.name}') from None
+    return mod.restore(model, q, packed, path/'config.json')
 
 # %% ../nbs/01_model.ipynb #cfeb289f
 def _load_adapter_dir(path:Path, d:dict, device):
@@ -674,7 +699,7 @@ def _load_adapter_dir(path:Path, d:dict, device):
 
 # %% ../nbs/01_model.ipynb #56202899
 def load_model(path, device='cpu') -> tuple[GPT, MathTokenizer]:
-    "The model (eval mode, on `device`) and tokenizer in `path`; for a LoRA adapter, base + adapter."
+    "The model (eval mode, on `device`) and tokenizer in `path` (int8 too); LoRA adapter: base + adapter."
     d, path = load_config(path), Path(path)
     if 'adapter' in d: return _load_adapter_dir(path, d, device)
     if 'model' not in d: raise ModelLoadError(f'{path}: a Hugging Face model directory; open it with load_hf')
@@ -695,7 +720,9 @@ def load_model(path, device='cpu') -> tuple[GPT, MathTokenizer]:
     try: check_fits(cfg, dev, what=f'{path}')
     except ConfigError as e: raise ModelLoadError(str(e)) from None
     with torch.device('meta'): model = GPT(cfg)
-    _load_weights(model, f, dev)
+    q = d.get('quantization')
+    packed = _load_weights(model, f, dev, int8=q is not None)
+    if q is not None: model = _requantize(path, model, q, packed)
     return model.eval(), tok
 
 # %% ../nbs/01_model.ipynb #689089dc
