@@ -86,8 +86,9 @@ def table(rows:list[dict], base:dict|None) -> str:
     if base: head += ['/ baseline whole process', '/ baseline training']
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     for r in rows + ([base] if base else []):
+        vs_first = f"{r['wall'] / first['wall']:.2f}, {r['train'] / first['train']:.2f}"
         cells = [r['name'], str(r['steps']), f"{r['wall']:.1f} s", f"{r['train']:.1f} s",
-                 f"{100 * r['acc']:.2f}% of {r['n']}", f"{r['wall'] / first['wall']:.2f}, {r['train'] / first['train']:.2f}"]
+                 f"{100 * r['acc']:.2f}% of {r['n']}", vs_first]
         if base: cells += [f"{r['wall'] / base['wall']:.2f}", f"{r['train'] / base['train']:.2f}"]
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
