@@ -8,7 +8,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MODULES = {'mathnb-data': 'data', 'mathnb-train': 'training', 'mathnb-eval': 'evaluation', 'mathnb-solve': 'evaluation',
            'mathnb-chat': 'solver', 'mathnb-app': 'solver', 'mathnb-probe': 'probing', 'mathnb-bench': 'bench', 'mathnb-distill': 'distillation', 'mathnb-lora': 'lora',
            'mathnb-tokenizer': 'pretraining', 'mathnb-corpus': 'pretraining',
-           'mathnb-symbolic-check': 'symbolic'}
+           'mathnb-symbolic-check': 'symbolic', 'mathnb-sweep': 'sweep', 'mathnb-quantize': 'quantize'}
 
 
 def cli(name:str) -> list[str]:
