@@ -35,7 +35,7 @@ def tb_scalars(folder) -> dict:
 
 
 def test_tensorboard_events_match_metrics(tmp_path):
-    pytest.importorskip('tensorboard', reason='TensorBoard is not installed (pip install "mathnb[track]")')
+    pytest.importorskip('tensorboard', reason='TensorBoard is not installed (pip install "mathnb[tracking]")')
     out = tmp_path/'run'
     tiny_train(out, ('tensorboard',))
     rows = read_metrics(out)
@@ -61,7 +61,7 @@ def failing_loss(at:int=13):
 
 def test_tensorboard_closed_when_training_fails(tmp_path, monkeypatch):
     "A run that dies at step 13 closes its writer (in `train`'s finally), so its steps 5 and 10 are on disk."
-    pytest.importorskip('tensorboard', reason='TensorBoard is not installed (pip install "mathnb[track]")')
+    pytest.importorskip('tensorboard', reason='TensorBoard is not installed (pip install "mathnb[tracking]")')
     from torch.utils.tensorboard import SummaryWriter
     closed, close = [], SummaryWriter.close
     monkeypatch.setattr(SummaryWriter, 'close', lambda self: closed.append(self.log_dir) or close(self))
@@ -75,7 +75,7 @@ def test_tensorboard_closed_when_training_fails(tmp_path, monkeypatch):
 
 def test_tensorboard_without_output_folder(tmp_path, monkeypatch):
     "No run folder: the events go to a temporary folder named in a warning, and nothing lands in the CWD."
-    pytest.importorskip('tensorboard', reason='TensorBoard is not installed (pip install "mathnb[track]")')
+    pytest.importorskip('tensorboard', reason='TensorBoard is not installed (pip install "mathnb[tracking]")')
     cwd, tmp = tmp_path/'cwd', tmp_path/'tmp'
     cwd.mkdir()
     tmp.mkdir()
@@ -114,7 +114,7 @@ def wandb_records(path) -> list:
 @pytest.fixture
 def wandb_offline(tmp_path, monkeypatch):
     "W&B offline, with its home, config and cache folders under `tmp_path`: nothing reaches the network."
-    pytest.importorskip('wandb', reason='wandb is not installed (pip install "mathnb[track]")')
+    pytest.importorskip('wandb', reason='wandb is not installed (pip install "mathnb[tracking]")')
     for k in ('WANDB_API_KEY', 'WANDB_BASE_URL', 'WANDB_PROJECT', 'WANDB_ENTITY', 'WANDB_RUN_ID'):
         monkeypatch.delenv(k, raising=False)
     home = tmp_path/'home'
