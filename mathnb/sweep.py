@@ -471,7 +471,7 @@ def queue_reruns(study:optuna.Study, spec:Spec) -> int:
             n += 1
     return n
 
-# %% ../nbs/12a_sweep.ipynb #f4e30c04
+# %% ../nbs/12a_sweep.ipynb #a91fbe36
 def results_frame(study:optuna.Study, spec:Spec):
     "A pandas DataFrame: one row per completed or pruned trial."
     import pandas as pd
@@ -481,7 +481,7 @@ def results_frame(study:optuna.Study, spec:Spec):
         u = t.user_attrs
         iv = list(t.intermediate_values.values())
         rows.append(dict(trial=t.number, state=t.state.name.lower(), pruned_at=u.get('pruned_at'), **t.params,
-                         seed=u.get('seed'), value=t.value, best=best(iv) if iv else None, steps=u.get('steps'),
+                         seed=u.get('seed'), value=t.value, best=best(iv) if iv else None, steps_run=u.get('steps'),
                          wall_time=u.get('wall_time'), test_accuracy=u.get('test_accuracy'), val_acc=u.get('val_acc'),
                          val_loss=u.get('val_loss'), commit=u.get('commit'), data_hash=u.get('data_hash'), run=u.get('run')))
     return pd.DataFrame(rows)

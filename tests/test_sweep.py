@@ -77,9 +77,9 @@ seeds: [0]
     import pandas as pd
     df = pd.read_csv(out/'results.csv')
     assert len(df) == 4 and set(df.state) == {'complete'}
-    assert {'trial', 'state', 'pruned_at', 'fmt', 'lr', 'seed', 'value', 'best', 'steps', 'wall_time', 'commit',
+    assert {'trial', 'state', 'pruned_at', 'fmt', 'lr', 'seed', 'value', 'best', 'steps_run', 'wall_time', 'commit',
             'data_hash'} <= set(df.columns)
-    assert df.value.between(0, 1).all() and (df.steps == 30).all()
+    assert df.value.between(0, 1).all() and (df.steps_run == 30).all()
     assert (out/'sweep.png').stat().st_size > 1000 and '| fmt' in (out/'summary.md').read_text()
     assert len(list((out/'workers').glob('worker-*.log'))) == 2
     assert 'completed' in r.stdout
@@ -115,7 +115,7 @@ def test_search_prunes_and_reruns(tmp_path):
     search = df[df.seed == 0]
     assert len(df) == 8 + 2                                       # 8 search trials, the best re-run with seeds 1 and 2
     pruned = df[df.state == 'pruned']
-    assert len(pruned) >= 1 and (pruned.pruned_at < 60).all() and (pruned.steps == pruned.pruned_at).all()
+    assert len(pruned) >= 1 and (pruned.pruned_at < 60).all() and (pruned.steps_run == pruned.pruned_at).all()
     s = pd.read_csv(out/'summary.csv')
     best = s[s.n == 3]
     assert len(best) == 1 and best.ci95.notna().all()             # mean and interval over three seeds
