@@ -57,6 +57,7 @@ def test_bad_files_and_flags(tmp_path):
     good = write_spec(tmp_path, {'preset': 'add3-cot', 'set': FAST})
     assert_user_error(run_cli('mathnb-sweep', good, '--out', out, '--workers', '0'), '--workers')
     assert_user_error(run_cli('mathnb-sweep', good, '--out', out, '--wokers', '2'), 'wokers')
+    assert_user_error(run_cli('mathnb-sweep', good, '--out', out, '--storage', 'nosuchdb://x/y'), '--storage')
     assert not out.exists()
 
 
@@ -176,3 +177,19 @@ def test_two_machines_share_a_postgres_study(tmp_path, postgres):
     assert sorted(t.params['lr'] for t in done) == [0.002, 0.003, 0.005, 0.01]
     ran = [len(list((tmp_path/f'm{i}'/'trials').glob('*'))) for i in range(2)]
     assert sum(ran) == 4 and all(ran), ran                      # both machines trained, nothing twice
+
+
+def test_lee_small_spec_prints_lee_beside_mathnb(tmp_path):
+    "The shipped small version of the Lee et al. spec: mathnb's table with Lee's column, on a fixed excluded test set."
+    out = tmp_path/'lee'
+    r = run_cli('mathnb-sweep', Path(__file__).parents[1]/'sweeps'/'lee2023-small.yaml', '--out', out, check=True,
+                timeout=600)
+    assert 'Lee et al. 2023' in r.stdout and '0.928' in r.stdout and '0.811' in r.stdout
+    import pandas as pd
+    df = pd.read_csv(out/'results.csv')
+    assert sorted(df.fmt) == ['plain', 'scratchpad'] and df.value.between(0, 1).all()
+    test = {json.loads(l)['prompt'] for l in (out/'test_set.jsonl').read_text().splitlines()}
+    assert len(test) == 500
+    for run in df.run:                                          # no test problem was trained on
+        train = {json.loads(l)['prompt'] for l in (Path(run)/'train.jsonl').read_text().splitlines()}
+        assert train and not train & test
