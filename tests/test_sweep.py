@@ -1,5 +1,5 @@
 "mathnb-sweep: bad specs, two workers on one study, a killed sweep resumed, pruning, and PostgreSQL shared storage."
-import json, os, shutil, signal, socket, subprocess, sys, tempfile, time
+import json, os, re, shutil, signal, socket, subprocess, sys, tempfile, time
 from pathlib import Path
 import pytest
 from conftest import run_cli, cli, assert_user_error
@@ -42,6 +42,13 @@ def finished_keys(ts) -> list:
     ({'grid': {'fmt': ['think']}}, "'preset'"),
     ([1, 2], 'object'),
 ])
+def test_bad_spec_names_the_field(spec, field):
+    from mathnb.sweep import check_spec, SpecError
+    with pytest.raises(SpecError, match=re.escape(field)): check_spec(spec)
+
+
+@pytest.mark.parametrize('spec,field', [({'preset': 'add3-cot', 'grid': {'fmt': ['think', 'bogus']}}, "'grid.fmt'"),
+                                        ([1, 2], 'object')])
 def test_bad_spec_one_line_nothing_written(tmp_path, spec, field):
     out = tmp_path/'out'
     r = run_cli('mathnb-sweep', write_spec(tmp_path, spec), '--out', out)
