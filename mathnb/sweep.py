@@ -578,16 +578,18 @@ def _lock(out:Path):
         raise UserError(f'another mathnb-sweep is running in {out}') from None
     return f
 
-# %% ../nbs/12a_sweep.ipynb #ac24e146
-def run_sweep(spec:Spec, out, workers:int=1, storage:str|None=None) -> tuple:
+# %% ../nbs/12a_sweep.ipynb #7d510fbd
+def run_sweep(spec:Spec, out, workers:int=1, storage:str|None=None, report:bool=False) -> tuple:
     "Run sweep `spec` in folder `out` with `workers` processes (on `storage`, else `out/study.db`); (results, summary)."
     out = check_out_dir(out)
     if storage: open_storage(storage)             # a bad URL fails before anything is written
+    if report and not storage and not (out/'study.db').exists(): raise UserError(f'{out}: no sweep to report on')
     out.mkdir(parents=True, exist_ok=True)
-    lock = _lock(out)
+    lock = _lock(out) if not report else None
     try:
         url = storage or local_storage(out)
         study = open_study(spec, url)
+        if report: return write_results(study, spec, out)      # the study as it stands: nothing is trained
         atomic_write(out/'spec.json', json.dumps(spec.raw, indent=1))
         if storage is None and (n := requeue_running(study)): print(f'queued again {n} trial(s) a killed run left running')
         deadline = time.time() + spec.seconds if spec.seconds else None
@@ -596,7 +598,8 @@ def run_sweep(spec:Spec, out, workers:int=1, storage:str|None=None) -> tuple:
         if spec.search and spec.rerun and queue_reruns(study, spec):
             run_workers(spec, out, url, workers, deadline, queued_only=True)
         return write_results(study, spec, out)
-    finally: lock.close()
+    finally:
+        if lock: lock.close()
 
 # %% ../nbs/12a_sweep.ipynb #d7d1636f
 def show_summary(summary, spec:Spec) -> str:
@@ -604,19 +607,20 @@ def show_summary(summary, spec:Spec) -> str:
     s = summary.rename(columns={'reference': (spec.reference or {}).get('name', 'reference')})
     return s.to_markdown(index=False, floatfmt='.4g')
 
-# %% ../nbs/12a_sweep.ipynb #623677d6
+# %% ../nbs/12a_sweep.ipynb #7bb07eb0
 @call_parse
 def mathnb_sweep(
     spec:str,                    # sweep spec: a JSON or YAML file
     out:str=None,                # sweep folder (default: runs/sweep-SPEC_NAME)
     workers:int=1,               # worker processes on this machine
     storage:str=None,            # a database URL shared by several machines (default: OUT/study.db)
+    report:bool=False,           # write the results of the study as it stands; train nothing
 ):
     "Run a sweep (grid, seeds or optuna search) of training runs; write results.csv/md, summary.csv/md and sweep.png."
     check_number('--workers', workers, lo=1, integer=True)
     s = check_spec(read_spec(spec))
     out = check_out_dir(out or f'runs/sweep-{Path(spec).stem}')
-    df, summary = run_sweep(s, out, workers, storage)
+    df, summary = run_sweep(s, out, workers, storage, report)
     print(show_summary(summary, s))
     n = {st: int((df.state == st).sum()) if len(df) else 0 for st in ('complete', 'pruned')}
     print(f"{n['complete']} completed and {n['pruned']} pruned trials; {out}/results.csv, results.md, summary.md, sweep.png")
