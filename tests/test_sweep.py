@@ -200,3 +200,17 @@ def test_lee_small_spec_prints_lee_beside_mathnb(tmp_path):
     for run in df.run:                                          # no test problem was trained on
         train = {json.loads(l)['prompt'] for l in (Path(run)/'train.jsonl').read_text().splitlines()}
         assert train and not train & test
+
+
+def test_add3_500_preset_draws_500_problems_outside_the_excluded_file(tmp_path):
+    test = tmp_path/'test.jsonl'
+    rows = [{'prompt': f'{a}+{b}=', 'answer': str(a + b)} for a in range(100, 1000, 7) for b in range(100, 1000, 97)]
+    test.write_text(''.join(json.dumps(r) + '\n' for r in rows))
+    out = tmp_path/'run'
+    run_cli('mathnb-train', '--preset', 'add3-500', '--exclude', test, '--out', out, '--steps', 2, '--quiet',
+            '--set', 'n_val=20', 'n_test=20', check=True)
+    train = [json.loads(l)['prompt'] for l in (out/'train.jsonl').read_text().splitlines()]
+    assert len(train) == len(set(train)) == 500
+    assert not set(train) & {r['prompt'] for r in rows}
+    cfg = json.loads((out/'config.json').read_text())
+    assert cfg['task']['format'] == 'scratchpad' and cfg['train']['n_train'] == 500
