@@ -10,9 +10,9 @@ from .core import atomic_write, save_png
 from .sweep import Spec, check_spec, read_spec, summarize, run_sweep, show_summary
 
 # %% auto #0
-__all__ = ['lee_table', 'plot_sample_efficiency']
+__all__ = ['lee_table', 'plot_sample_efficiency', 'save_sweep']
 
-# %% ../nbs/12c_experiments.ipynb #d2fa3ccf
+# %% ../nbs/12c_experiments.ipynb #21893a98
 def lee_table(summary, spec:Spec):
     "One row per setting: mathnb's mean test accuracy (95% interval, seeds) beside the reference value and the gap."
     import pandas as pd
@@ -20,6 +20,7 @@ def lee_table(summary, spec:Spec):
     rows = []
     for _, r in summary.iterrows():
         setting = {c: r[c] for c in cols if not (isinstance(r[c], float) and math.isnan(r[c]))}
+        setting = {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in setting.items()}
         ci = '' if math.isnan(r['ci95']) else f" ± {100 * r['ci95']:.1f}"
         ref = r.get('reference')
         has_ref = ref is not None and not (isinstance(ref, float) and math.isnan(ref))
@@ -54,3 +55,17 @@ def plot_sample_efficiency(summary, spec:Spec, path=None):
     fig.tight_layout()
     if path: save_png(fig, path)
     return fig
+
+# %% ../nbs/12c_experiments.ipynb #a71d4112
+def save_sweep(run_dir, spec:Spec, figures, name:str, plot:bool=True) -> tuple:
+    "Write `NAME-results.csv` (per trial), `NAME-summary.csv`, `NAME.md` (and `NAME.png`) into `figures`."
+    import pandas as pd
+    figures, res = Path(figures), pd.read_csv(Path(run_dir)/'results.csv')
+    summary = summarize(res, spec)
+    atomic_write(figures/f'{name}-results.csv', res.drop(columns=['run']).to_csv(index=False))
+    atomic_write(figures/f'{name}-summary.csv', summary.to_csv(index=False))
+    atomic_write(figures/f'{name}.md', lee_table(summary, spec).to_markdown(index=False) + '\n')
+    if plot:
+        import matplotlib.pyplot as plt
+        plt.close(plot_sample_efficiency(summary, spec, figures/f'{name}.png'))
+    return res, summary
