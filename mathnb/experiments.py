@@ -12,9 +12,9 @@ from .sweep import Spec, check_spec, read_spec, summarize, run_sweep, show_summa
 # %% auto #0
 __all__ = ['lee_table', 'plot_sample_efficiency', 'save_sweep']
 
-# %% ../nbs/12c_experiments.ipynb #21893a98
+# %% ../nbs/12c_experiments.ipynb #26a3cc9a
 def lee_table(summary, spec:Spec):
-    "One row per setting: mathnb's mean test accuracy (95% interval, seeds) beside the reference value and the gap."
+    "One row per setting: mathnb's mean test accuracy (95% interval, seeds) beside the reference and the gap."
     import pandas as pd
     cols = [c for c in summary.columns if c not in ('n', 'mean', 'ci95', 'min', 'max', 'seeds', 'reference')]
     rows = []
@@ -30,18 +30,18 @@ def lee_table(summary, spec:Spec):
                          gap=f"{100 * (r['mean'] - ref):+.1f}" if has_ref else ''))
     return pd.DataFrame(rows).rename(columns={'reference': (spec.reference or {}).get('name', 'reference')})
 
-# %% ../nbs/12c_experiments.ipynb #78112a84
+# %% ../nbs/12c_experiments.ipynb #70a7fb74
 def plot_sample_efficiency(summary, spec:Spec, path=None):
-    "Test accuracy by unique training problems: a line per format (mathnb, mean and 95% interval), the reference as x."
+    "Test accuracy by unique training problems: a line per format (mean, 95% interval), the reference as x."
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    extra = [c for c in summary.columns if c not in ('fmt', 'n_train', 'steps', 'n', 'mean', 'ci95', 'min', 'max',
-                                                     'seeds', 'reference')]
+    known = ('fmt', 'n_train', 'steps', 'n', 'mean', 'ci95', 'min', 'max', 'seeds', 'reference')
+    extra = [c for c in summary.columns if c not in known]
     plain = summary[summary[extra].isna().all(axis=1)] if extra else summary
     for i, (fmt, g) in enumerate(plain.groupby('fmt', sort=False)):
         g = g.sort_values('n_train')
-        ax.errorbar(g.n_train, 100 * g['mean'], yerr=100 * g.ci95.fillna(0), marker='o', capsize=3, color=f'C{i}',
-                    label=f'mathnb {fmt}')
+        ax.errorbar(g.n_train, 100 * g['mean'], yerr=100 * g.ci95.fillna(0), marker='o', capsize=3,
+                    color=f'C{i}', label=f'mathnb {fmt}')
         for r in (spec.reference or {}).get('rows', []):
             if r.get('fmt') == fmt: ax.plot(r['n_train'], 100 * r['value'], 'x', color=f'C{i}', ms=9, mew=2)
     recipes = summary[~summary.index.isin(plain.index)]
