@@ -4,18 +4,28 @@
 
 # %% ../nbs/00_core.ipynb #050d6e36
 from __future__ import annotations
-import argparse, json, math, os, socket, sys, tempfile, unicodedata
+import argparse, json, logging, math, os, socket, sys, tempfile, unicodedata
 from urllib.parse import urlparse
 from pathlib import Path
 from typing import Callable, Iterable
 
 # %% auto #0
-__all__ = ['UserError', 'parse_json', 'read_text', 'load_json', 'read_jsonl', 'atomic_write', 'save_png', 'check_out_dir',
-           'normalize_text', 'clip', 'check_number', 'hub_reachable', 'need_hub', 'run_cli']
+__all__ = ['QUIET_LOGGERS', 'UserError', 'quiet_imports', 'parse_json', 'read_text', 'load_json', 'read_jsonl', 'atomic_write',
+           'save_png', 'check_out_dir', 'normalize_text', 'clip', 'check_number', 'hub_reachable', 'need_hub',
+           'run_cli']
 
 # %% ../nbs/00_core.ipynb #ab9e42e2
 class UserError(ValueError):
     "A mistake in what the user asked for or gave: one line for the user, exit status 2 from a command."
+
+# %% ../nbs/00_core.ipynb #ed74b421
+QUIET_LOGGERS = ('torchao', 'torch.utils._pytree')   # import-time notices of optional libraries, not errors
+
+def quiet_imports():
+    "Let `QUIET_LOGGERS` log errors only (run when mathnb is imported)."
+    for name in QUIET_LOGGERS: logging.getLogger(name).setLevel(logging.ERROR)
+
+quiet_imports()
 
 # %% ../nbs/00_core.ipynb #d0d50bf5
 def parse_json(text:str, where:str='input'):

@@ -10,9 +10,9 @@ from functools import partial
 from pathlib import Path
 import torch, torch.nn as nn
 from fastcore.script import call_parse, Param
-from peft import LoraConfig, PeftModel, get_peft_model
 import mathnb
 from .core import UserError, atomic_write, check_out_dir, load_json, run_cli, save_png
+from peft import LoraConfig, PeftModel, get_peft_model   # after mathnb.core, which quiets import notices
 from .model import (GPT, GPTConfig, ModelLoadError, ConfigError, load_model, save_model, get_device,
                           default_model_dir, load_config, model_dir_kind, load_hf, hf_complete)
 from .data import IGNORE, read_prompts, task_from_dict, load_task
