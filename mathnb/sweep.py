@@ -441,6 +441,7 @@ def _announce_trial(study:optuna.Study, t:optuna.trial.FrozenTrial):
 def work(spec:Spec, out, url:str, deadline:float|None=None, queued_only:bool=False) -> int:
     "One worker: run the study's trials until the queue (and a search's trial budget) or the time is spent."
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    queued_only = queued_only or not spec.search          # a grid trains only what was queued
     study, fn, n = open_study(spec, url), _objective(spec, out, queued_only), 0
     while deadline is None or time.time() < deadline:
         more = _count(study, TrialState.WAITING) > 0 or (
