@@ -466,6 +466,9 @@ class Task:
     def check_step(self, row:dict, step:str) -> str:
         "'ok', 'wrong' or 'unknown': whether `step` of a completion of `row` is right."
         return 'unknown'
+    def pose_row(self, row:dict) -> dict:
+        "A data file's row (plain `prompt`, `answer`) as this task's row: the model's own format, if it has one."
+        return row
     def pose(self, text:str) -> dict:
         "A row (`prompt`, `answer` or None) from what a user typed; `DataSpecError` for text it cannot take."
         if not isinstance(text, str) or not text.strip(): raise DataSpecError('empty problem')
@@ -561,7 +564,8 @@ TASK_MODULES = {'wordproblem': 'mathnb.wordtask', 'benchmark': 'mathnb.benchmark
                 'corpus': 'mathnb.pretraining', 'symbolic': 'mathnb.symbolic',
                 'calculus__differentiate': 'mathnb.symbolic', 'algebra__linear_1d': 'mathnb.symbolic',
                 'polynomials__collect': 'mathnb.symbolic', 'polynomials__expand': 'mathnb.symbolic',
-                'polynomials__evaluate': 'mathnb.symbolic'}
+                'polynomials__evaluate': 'mathnb.symbolic',
+                'lengthgen': 'mathnb.lengthgen'}
 
 def task_class(kind:str) -> type:
     "The `Task` class registered as `kind`, importing the module of a plug-in kind on first use."

@@ -188,7 +188,7 @@ def _markdown(s:dict) -> str:
 # %% ../nbs/03_evaluation.ipynb #d906b0ff
 def _prediction(task:Task, row:dict, completion:str) -> dict:
     g = task.grade(row, completion)
-    return dict(prompt=row['prompt'], prediction=completion, **g)
+    return dict(prompt=row.get('problem', row['prompt']), prediction=completion, **g)
 
 # %% ../nbs/03_evaluation.ipynb #6876a846
 def _task_name(task:Task) -> str:
@@ -292,7 +292,13 @@ def read_eval_rows(path, tok:MathTokenizer|None=None, block_size:int|None=None) 
 def eval_rows(path, task:Task, tok:MathTokenizer|None=None, block_size:int|None=None) -> tuple[Task, list]:
     "The task grading data file `path`, and its rows: read by a file kind's task (`file_task`), else JSONL."
     ft = file_task(path, task)
-    if ft is None: return task, read_eval_rows(path, tok, block_size)
+    if ft is None:
+        rows, lines = read_eval_rows(path), [i for i, l in enumerate(read_text(path).split('\n'), 1) if l.strip()]
+        for k, ln in enumerate(lines):
+            try: rows[k] = task.pose_row(rows[k])                 # a plain row in the model's own format
+            except UserError as e: raise DataError(f'{path}:{ln}: {e}') from None
+            if tok: _check_prompt(rows[k]['prompt'], tok, block_size, f'{path}:{ln}')
+        return task, rows
     rows = ft.read_file(path)
     if not rows: raise DataError(f'{path}: no rows')
     for i, r in enumerate(rows if tok else []):

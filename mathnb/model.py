@@ -24,8 +24,8 @@ from .tokenizer import MathTokenizer, CharTokenizer, TokenizerError, load_tokeni
 
 # %% auto #0
 __all__ = ['PRESETS', 'NO_MODEL', 'ConfigError', 'GPTConfig', 'HookPoint', 'RMSNorm', 'make_norm', 'positions_from_mask',
-           'sinusoidal', 'rope_cos_sin', 'rotate_half', 'apply_rope', 'KVCache', 'attn_mask', 'Attention', 'MLP',
-           'Block', 'GPT', 'get_config', 'count_params', 'available_memory', 'gib', 'check_fits', 'sample_next',
+           'sinusoidal', 'scheme_ids', 'rope_cos_sin', 'rotate_half', 'apply_rope', 'KVCache', 'attn_mask', 'Attention',
+           'MLP', 'Block', 'GPT', 'get_config', 'count_params', 'available_memory', 'gib', 'check_fits', 'sample_next',
            'generate', 'complete', 'get_device', 'ModelLoadError', 'default_model_dir', 'resolve_model_dir',
            'shipped_models', 'save_model', 'load_config', 'model_dir_kind', 'load_model', 'to_hf', 'load_hf',
            'hf_complete']
@@ -36,7 +36,7 @@ class ConfigError(UserError):
 
 _MAX_DIM = 2**31 - 1    # no dimension of a model anyone can build is larger
 _CHOICES = dict(norm=('layernorm', 'rmsnorm'), mlp=('gelu', 'swiglu'),
-                pos=('learned', 'sinusoidal', 'rope', 'none'))
+                pos=('learned', 'sinusoidal', 'rope', 'none'), pos_ids=('index', 'random', 'abacus', 'coupled'))
 
 @dataclass
 class GPTConfig:
@@ -54,6 +54,11 @@ class GPTConfig:
     d_ff: int|None = None        # MLP hidden size; overrides mlp_ratio
     pos: str = 'learned'         # 'learned', 'sinusoidal', 'rope' or 'none'
     rope_theta: float = 10000.0
+    # which position id each token gets: 'index' (0, 1, 2, ...), 'random' (sorted random ids in training),
+    # 'abacus' (a digit's place in its number) or 'coupled' (digits of one significance share an id): `scheme_ids`
+    pos_ids: str = 'index'
+    pos_range: int|None = None   # ids lie in 0..pos_range-1 (default block_size): the learned table's size
+    pos_tokens: list|None = None # token ids of the digits 0-9 and of '=', which 'abacus' and 'coupled' read
     window: int|None = None      # sliding-window attention: each token sees itself and the window-1 before it
     dropout: float = 0.0
     bias: bool = True            # biases in linear layers and LayerNorm
@@ -64,9 +69,10 @@ class GPTConfig:
         for k, opts in _CHOICES.items():
             if getattr(self, k) not in opts:
                 raise ConfigError(f'{k}={getattr(self, k)!r}: choose one of {opts}')
-        for k in ('vocab_size', 'block_size', 'n_layer', 'n_head', 'n_embd', 'n_kv_head', 'd_ff', 'window'):
+        optional = ('n_kv_head', 'd_ff', 'window', 'pos_range')
+        for k in ('vocab_size', 'block_size', 'n_layer', 'n_head', 'n_embd', *optional):
             v = getattr(self, k)
-            if not (v is None and k in ('n_kv_head', 'd_ff', 'window')) and (type(v) is not int or v < 1):
+            if not (v is None and k in optional) and (type(v) is not int or v < 1):
                 raise ConfigError(f'{k}={v!r}: must be a positive integer')
             if v is not None and v > _MAX_DIM: raise ConfigError(f'{k}={v}: too large (at most {_MAX_DIM:,})')
         if self.n_embd % self.n_head:
@@ -87,8 +93,16 @@ class GPTConfig:
                 raise ConfigError(f'{k}={getattr(self, k)!r}: must be true or false')
         if type(self.dropout) not in (int, float) or not 0 <= self.dropout < 1:
             raise ConfigError(f'dropout={self.dropout}: must be in [0, 1)')
+        t = self.pos_tokens
+        if t is not None and (not isinstance(t, (list, tuple)) or len(t) != 11
+                              or not all(type(x) is int and 0 <= x < self.vocab_size for x in t)):
+            raise ConfigError(f'pos_tokens={t!r}: must be 11 token ids (the digits 0-9, then =)')
+        if self.pos_ids == 'random' and self.n_positions < self.block_size:
+            raise ConfigError(f'pos_ids=random draws ids from pos_range={self.pos_range}: '
+                              f'it must be at least block_size={self.block_size}')
 
     head_dim = property(lambda self: self.n_embd // self.n_head)
+    n_positions = property(lambda self: self.pos_range or self.block_size)   # position ids 0..n_positions-1
     kv_heads = property(lambda self: self.n_kv_head or self.n_head)
     @property
     def ff_dim(self) -> int:
@@ -131,6 +145,46 @@ def sinusoidal(pos:torch.Tensor, dim:int, base:float=10000.0) -> torch.Tensor:
     ang = pos[..., None].float() * inv_freq                              # (B, T, dim/2)
     return torch.stack([ang.sin(), ang.cos()], -1).flatten(-2)           # sin, cos interleaved
 
+# %% ../nbs/01_model.ipynb #ce81595c
+def _digit_runs(idx:torch.Tensor, digits:torch.Tensor, real:torch.Tensor) -> torch.Tensor:
+    "Each token's 1-based place in its run of digit tokens (B, S); 0 for other tokens."
+    d = torch.isin(idx, digits) & real
+    c = d.long().cumsum(-1)
+    return (c - torch.where(d, 0, c).cummax(-1).values) * d
+
+def _offset(ids:torch.Tensor, n:int) -> torch.Tensor:
+    "Nonzero `ids` (B, S) of each row shifted by a random offset that keeps them below `n`."
+    top = ids.amax(-1, keepdim=True)                                         # (B, 1)
+    if (top >= n).any():
+        raise ValueError(f'position id {int(top.max())} does not fit pos_range={n}')
+    off = (torch.rand(top.shape, device=ids.device) * (n - top)).long()      # 0..n-1-top
+    return torch.where(ids > 0, ids + off, 0)
+
+def scheme_ids(cfg:GPTConfig, idx:torch.Tensor, real:torch.Tensor|None=None,
+               train:bool=False) -> torch.Tensor:
+    """Position ids (B, S) of token ids `idx` (B, S) under `cfg.pos_ids`; `real` masks padding (False).
+
+    `train` draws the random ids or offsets of training; otherwise ids are deterministic."""
+    B, S = idx.shape
+    real = torch.ones_like(idx, dtype=torch.bool) if real is None else real.bool()
+    n, scheme = cfg.n_positions, cfg.pos_ids
+    pos = positions_from_mask(real, S)                                       # 0, 1, ... from the first real
+    if scheme == 'index': return pos
+    if scheme == 'random':
+        if not train: return pos * (n // cfg.block_size)
+        if S > n: raise ValueError(f'{S} positions do not fit pos_range={n}')
+        return torch.rand((B, n), device=idx.device).topk(S, -1).indices.sort(-1).values   # sorted, distinct
+    if cfg.pos_tokens is None: raise ConfigError(f'pos_ids={scheme!r} needs pos_tokens (digits 0-9 and =)')
+    toks = torch.tensor(cfg.pos_tokens, device=idx.device)
+    ids = _digit_runs(idx, toks[:10], real)
+    if scheme == 'coupled':
+        eq = (idx == toks[10]) & real
+        seen = eq.long().cumsum(-1)                                          # '=' signs so far
+        first_eq = eq & (seen == 1)
+        answer = (seen > 0) & ~first_eq & (ids > 0)
+        ids = torch.where(first_eq, 1, torch.where(answer, ids + 1, ids))
+    return _offset(ids, n) if train else ids.clamp(max=n - 1)
+
 # %% ../nbs/01_model.ipynb #52930778
 def rope_cos_sin(pos:torch.Tensor, head_dim:int, theta:float=10000.0) -> tuple[torch.Tensor, torch.Tensor]:
     "RoPE tables `cos`, `sin` of shape (B, 1, T, head_dim) for position ids `pos` (B, T), in Llama's layout."
@@ -158,6 +212,8 @@ class KVCache:
                           torch.empty(shape, device=device, dtype=dtype))
         # positions filled so far (only those are ever read); `GPT.forward` advances it
         self.length = 0
+        # the token ids so far, which position schemes that read tokens need (`scheme_ids`)
+        self.ids = torch.zeros((batch_size, max_len), dtype=torch.long, device=device)
 
     def update(self, layer:int, k:torch.Tensor, v:torch.Tensor):
         "Store `k`, `v` (B, nkv, T, hs) after the filled positions; return all keys, values (B, nkv, S, hs)."
@@ -264,7 +320,7 @@ class GPT(nn.Module):
         super().__init__()
         self.config = cfg = config
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        if cfg.pos == 'learned': self.pos_emb = nn.Embedding(cfg.block_size, cfg.n_embd)
+        if cfg.pos == 'learned': self.pos_emb = nn.Embedding(cfg.n_positions, cfg.n_embd)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         # post-norm blocks already end in a norm
@@ -286,12 +342,16 @@ class GPT(nn.Module):
         "Logits for token ids `idx` (B, T); `attention_mask` (B, S), cached and new: 1 = real, 0 = padding."
         cfg, (B, T) = self.config, idx.shape
         start = cache.length if cache is not None else 0
-        if cfg.pos == 'learned' and start + T > cfg.block_size:
+        if cfg.pos == 'learned' and cfg.pos_ids == 'index' and start + T > cfg.n_positions:
             raise ValueError(f'{start + T} positions do not fit '
                              f'block_size={cfg.block_size} (learned positions)')
         if attention_mask is not None and tuple(attention_mask.shape) != (B, start + T):
             raise ValueError(f'attention_mask has shape {tuple(attention_mask.shape)}; expected '
                              f'{(B, start + T)}')
+        if cache is not None: cache.ids[:, start:start + T] = idx
+        if position_ids is None and cfg.pos_ids != 'index':                   # ids that read the whole row
+            full = cache.ids[:, :start + T] if cache is not None else idx
+            position_ids = scheme_ids(cfg, full, attention_mask, self.training)[:, -T:]
         if position_ids is None:
             position_ids = (positions_from_mask(attention_mask, T) if attention_mask is not None
                             else torch.arange(start, start + T, device=idx.device)[None])   # (B|1, T)
@@ -482,7 +542,7 @@ def generate(model:GPT, prompts:list[list[int]], max_new_tokens:int, end_id:int|
     cfg, dev = model.config, model.lm_head.weight.device
     # columns; the last new token is never fed back
     S = L + max_new_tokens
-    if cfg.pos == 'learned' and S - 1 > cfg.block_size:
+    if cfg.pos == 'learned' and cfg.pos_ids == 'index' and S - 1 > cfg.n_positions:
         raise ValueError(f'{L}-token prompts + {max_new_tokens} new tokens do not fit '
                          f'block_size={cfg.block_size}')
     idx, real = _left_pad(prompts, S, pad_id, dev)
@@ -735,6 +795,7 @@ def to_hf(model:GPT, tokenizer:MathTokenizer|None=None):
     c = model.config
     if wrong := [f'{k}={getattr(c, k)!r} (needs {v!r})' for k, v in _LLAMA.items() if getattr(c, k) != v]:
         raise ValueError(f'to_hf exports llama-compatible configs only: {", ".join(wrong)}')
+    if c.pos_ids != 'index': raise ValueError(f'to_hf: Llama numbers positions 0, 1, 2, ...; not {c.pos_ids!r}')
     from transformers import LlamaConfig, LlamaForCausalLM
     ids = dict(pad_token_id=tokenizer.pad_id, bos_token_id=tokenizer.bos_id,
                eos_token_id=tokenizer.end_id) if tokenizer else {}

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from fastcore.script import call_parse, Param
 import mathnb
 from .core import UserError, atomic_write, load_json, read_jsonl, check_out_dir, run_cli, save_png
-from .tokenizer import CharTokenizer, BPETokenizer, MathTokenizer, load_tokenizer
+from .tokenizer import CharTokenizer, BPETokenizer, MathTokenizer, load_tokenizer, MATH_ALPHABET
 from .model import (GPT, GPTConfig, ConfigError, get_config, get_device, check_fits, complete, save_model, load_model,
                           PRESETS as MODEL_PRESETS)
 from .data import (Task, ArithmeticTask, task_class, task_from_dict, encode_rows, collate, read_prompts,
@@ -916,6 +916,12 @@ TRAIN_PRESETS = {
                             model_overrides=dict(n_layer=3, n_embd=128, n_head=4, block_size=192),
                             train=dict(steps=700, batch_size=32, warmup=30, n_val=100, n_test=200,
                                        eval_every=100)),
+    # length generalization (13_lengthgen): 1-10-digit addition, units first, coupled positions; tested to 30 digits
+    'add-long':        dict(task=dict(kind='lengthgen', digits='1-10', format='reverse', test_digits=30),
+                            model='tiny', model_overrides=dict(pos='learned', pos_ids='coupled', pos_range=64,
+                                                               block_size=128),
+                            train=dict(steps=3000, batch_size=128, lr=1e-3, min_lr=1e-4, n_val=300, n_test=600,
+                                       eval_every=250)),
     # language modelling on a corpus written by mathnb-corpus: llama-style (RMSNorm, RoPE, SwiGLU, GQA)
     'pretrain':        dict(task=dict(kind='corpus', data='data/mathcorpus/shuffled', context=128),
                             model='llama-tiny', model_overrides=dict(block_size=128),
@@ -968,7 +974,8 @@ def preset_parts(name:str|None='add3-cot', kind:str|None=None,
     preset = overrides.get('model', p.get('model', 'tiny'))
     if preset not in MODEL_PRESETS:
         raise ConfigError(f'unknown model preset {preset!r}: choose from {", ".join(MODEL_PRESETS)}')
-    vocab = task.tokenizer_spec.get('vocab_size') or CharTokenizer().vocab_size
+    spec = task.tokenizer_spec
+    vocab = spec.get('vocab_size') or CharTokenizer(spec.get('alphabet', MATH_ALPHABET)).vocab_size
     mc = get_config(preset, vocab, **{**p.get('model_overrides', {}), **model_o})
     return task, mc, TrainConfig(**{**p.get('train', {}), **train_o})
 
@@ -977,7 +984,7 @@ def task_tokenizer(task:Task, seed:int=0, path=None) -> MathTokenizer:
     "The tokenizer of a fresh run of `task`: loaded from `path`, else the one `task.tokenizer_spec` asks for."
     if path: return load_tokenizer(path)
     spec = task.tokenizer_spec
-    if spec.get('kind', 'char') == 'char': return CharTokenizer()
+    if spec.get('kind', 'char') == 'char': return CharTokenizer(spec.get('alphabet', MATH_ALPHABET))
     if spec['kind'] == 'file': return load_tokenizer(spec['path'])          # the task's data comes with one
     rng = _rng('tokenizer', seed)
     rows = [task.sample(rng) for _ in range(spec.get('n_texts', 3000))]
@@ -1059,6 +1066,8 @@ def data_fits(task:Task, tok, model_cfg:GPTConfig, data):
 def _new_model(task:Task, tok, model_cfg:GPTConfig, cfg:TrainConfig, data) -> tuple[GPT, GPTConfig]:
     "A fresh GPT for `tok`'s vocabulary, seeded with `cfg.seed`, once the task's longest rows and its AdamW state fit."
     model_cfg = replace(model_cfg, vocab_size=tok.vocab_size)
+    if model_cfg.pos_ids in ('abacus', 'coupled') and model_cfg.pos_tokens is None:   # the digits they count
+        model_cfg = replace(model_cfg, pos_tokens=[tok.token_to_id(c) for c in '0123456789='])
     data_fits(task, tok, model_cfg, data)
     check_fits(model_cfg, get_device(cfg.device), 16, 'training this model')   # weights, grads, AdamW moments
     with torch.random.fork_rng():
