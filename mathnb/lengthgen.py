@@ -13,7 +13,8 @@ from .data import (Task, DataSpecError, Problem, parse_problem, parse_digits, fo
                          parse_completion, count_carries, normalize_answer, register_task)
 
 # %% auto #0
-__all__ = ['HINTS', 'LENGTH_ALPHABET', 'LENGTH_FORMATS', 'MAX_DIGITS', 'model_text', 'read_answer', 'LengthTask']
+__all__ = ['HINTS', 'LENGTH_ALPHABET', 'LENGTH_FORMATS', 'MAX_DIGITS', 'SCHEMES', 'model_text', 'read_answer', 'LengthTask',
+           'scheme_config', 'position_table', 'method_name', 'length_curves', 'reach', 'length_table', 'plot_lengths']
 
 # %% ../nbs/13_lengthgen.ipynb #9cc014a6
 HINTS = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ'
@@ -45,7 +46,7 @@ def read_answer(completion:str, fmt:str='reverse') -> str:
         text = text[1::2]
     return normalize_answer(text[::-1]) if text.isdigit() else ''
 
-# %% ../nbs/13_lengthgen.ipynb #4d51634a
+# %% ../nbs/13_lengthgen.ipynb #608bbfa7
 def _draw(rng:random.Random, d:int) -> int: return rng.randrange(10**(d - 1) if d > 1 else 0, 10**d)
 
 @register_task
@@ -96,7 +97,7 @@ class LengthTask(Task):
         test = [r for d in sorted(set(lengths)) for r in
                 unique(lambda: Problem(_draw(rng, d), _draw(rng, d), '+'), lengths.count(d))]
         val = unique(lambda: self._train_problem(rng), n_val)
-        self.held |= {r['problem'] for r in val + test}
+        self.held |= taken                         # val, test and excluded problems
         train = [self.sample(rng) for _ in range(n_train or 0)]
         return dict(train=train, val=val, test=test)
 
@@ -106,7 +107,7 @@ class LengthTask(Task):
         return self.row(p)
     def pose_row(self, row:dict) -> dict:
         "A data file's plain row (`12345+678=`, its answer) in this task's format; the file's answer kept."
-        return {**row, **self.pose(row['prompt']), 'answer': row['answer']}
+        return {**row, **self.pose(row.get('problem', row['prompt'])), 'answer': row['answer']}
 
     def grade(self, row:dict, completion:str) -> dict:
         answer, expected = read_answer(completion, self.fmt), normalize_answer(row.get('answer', ''))
@@ -125,3 +126,88 @@ class LengthTask(Task):
 def _plain(text) -> bool:
     try: return parse_problem(text).op == '+'
     except DataSpecError: return False
+
+# %% ../nbs/13_lengthgen.ipynb #fdb34f2c
+SCHEMES = {                                   # method name: (GPTConfig.pos, GPTConfig.pos_ids)
+    'learned': ('learned', 'index'), 'RoPE': ('rope', 'index'), 'NoPE': ('none', 'index'),
+    'randomized': ('rope', 'random'), 'Abacus': ('learned', 'abacus'), 'coupling': ('learned', 'coupled')}
+
+def scheme_config(name:str, tok:CharTokenizer, **kw) -> GPTConfig:
+    "A `GPTConfig` of position scheme `name` (of `SCHEMES`) for `tok`, with `kw` (sizes) applied."
+    pos, ids = SCHEMES[name]
+    digits = [tok.token_to_id(c) for c in '0123456789=']
+    extra = dict(pos_range=256) if ids == 'random' else dict(pos_tokens=digits) if ids in ('abacus', 'coupled') else {}
+    return GPTConfig(tok.vocab_size, pos=pos, pos_ids=ids, **{'block_size': 128, **extra, **kw})
+
+def position_table(problem:str='345+67=', fmt:str='reverse', schemes=tuple(SCHEMES)) -> str:
+    "A markdown table: the tokens of `problem` and its answer in format `fmt`, and each scheme's position ids."
+    tok, row = CharTokenizer(LENGTH_ALPHABET), LengthTask(format=fmt).pose(problem)
+    ids = tok.encode(row['prompt'] + row['target'])
+    toks = [tok.id_to_token(i).replace('<end>', '&lt;end&gt;') for i in ids]
+    lines = ['| scheme | ' + ' | '.join(f'`{t}`' if t[0] != '&' else t for t in toks) + ' |',
+             '|---|' + '---|' * len(toks)]
+    for name in schemes:
+        cfg = scheme_config(name, tok)
+        pos = scheme_ids(cfg, torch.tensor([ids]))[0].tolist()
+        shown = ['·'] * len(pos) if cfg.pos == 'none' else pos
+        lines.append(f'| {name} | ' + ' | '.join(map(str, shown)) + ' |')
+    return '\n'.join(lines)
+
+# %% ../nbs/13_lengthgen.ipynb #bddc64a8
+def method_name(model:dict, task:dict) -> str:
+    "A run's method in words, from its `config.json` model and task settings: scheme + format."
+    ids, pos = model.get('pos_ids', 'index'), model.get('pos', 'learned')
+    name = next((n for n, v in SCHEMES.items() if v == (pos, ids)), f'{pos}/{ids}')
+    return f"{name} + {task.get('format', '?')}"
+
+def length_curves(runs) -> dict:
+    "{method: {seed: {digits: accuracy}}} of the finished runs in the model directories `runs`."
+    out = {}
+    for d in map(Path, runs):
+        if not (d/'eval.json').exists(): continue
+        cfg, ev = json.loads((d/'config.json').read_text()), json.loads((d/'eval.json').read_text())
+        seed = cfg.get('train', {}).get('seed', 0)
+        curve = {int(k): v['accuracy'] for k, v in ev.get('by_digits', {}).items()}
+        out.setdefault(method_name(cfg['model'], cfg['task']), {})[seed] = dict(sorted(curve.items()))
+    return out
+
+def reach(curve:dict, level:float=0.99) -> int:
+    "The longest operand length up to which every length reaches `level` exact match (0 if the first does not)."
+    n = 0
+    for d in sorted(curve):
+        if curve[d] < level: break
+        n = d
+    return n
+
+# %% ../nbs/13_lengthgen.ipynb #d3b428d6
+def _median_seed(seeds:dict):
+    "The seed whose reach is the median of the seeds' (the lower middle of an even count)."
+    order = sorted(seeds, key=lambda s: (reach(seeds[s]), sum(seeds[s].values())))
+    return order[(len(order) - 1) // 2]
+
+def length_table(curves:dict, train_digits:int, at=(10, 15, 20, 25, 30)) -> str:
+    "Markdown: per method, the best and the median seed's exact match at lengths `at`, and their reach."
+    head = '| method | seeds | ' + ' | '.join(f'{d} digits (best / median)' for d in at) + ' | reach best / median |'
+    lines = [head, '|---|---|' + '---|' * (len(at) + 1)]
+    for m, seeds in curves.items():
+        best = max(seeds, key=lambda s: (reach(seeds[s]), sum(seeds[s].values())))
+        med = _median_seed(seeds)
+        cell = lambda d: ' / '.join(f'{100 * seeds[s][d]:.0f}%' if d in seeds[s] else '–' for s in (best, med))
+        r = ' / '.join(f'{reach(seeds[s])} ({reach(seeds[s]) / train_digits:.1f}×)' for s in (best, med))
+        lines.append(f'| {m} | {len(seeds)} | ' + ' | '.join(cell(d) for d in at) + f' | {r} |')
+    return '\n'.join(lines)
+
+def plot_lengths(curves:dict, train_digits:int, ax=None, which:str='best'):
+    "Exact match against operand length, a line per method (its `best` or `median` seed); training range shaded."
+    import matplotlib.pyplot as plt
+    ax = ax or plt.subplots(figsize=(7, 4))[1]
+    ax.axvspan(0.5, train_digits + 0.5, color='0.9', label='training lengths')
+    for m, seeds in curves.items():
+        s = (max(seeds, key=lambda s: (reach(seeds[s]), sum(seeds[s].values()))) if which == 'best'
+             else _median_seed(seeds))
+        c = seeds[s]
+        ax.plot(list(c), [100 * v for v in c.values()], marker='.', label=m)
+    ax.set(xlabel='operand length (digits)', ylabel='exact match (%)', ylim=(-3, 103),
+           title=f'Length generalization ({which} seed of each method)')
+    ax.legend(fontsize=7, loc='lower left')
+    return ax

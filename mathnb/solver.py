@@ -265,8 +265,8 @@ class Solver:
 
 # %% ../nbs/08_solver.ipynb #96ad3135
 def user_text(row:dict|None) -> str:
-    "What a person types for `row`: its `question` (word problems), else its prompt; '' for no row."
-    return '' if row is None else row.get('question') or row['prompt']
+    "What a person types for `row`: its `question` or plain `problem` if it has one, else its prompt; '' for none."
+    return '' if row is None else row.get('question') or row.get('problem') or row['prompt']
 
 # %% ../nbs/08_solver.ipynb #00a89057
 class AutoSolver:

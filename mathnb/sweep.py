@@ -269,7 +269,8 @@ def test_set_file(spec:Spec, out) -> Path|None:
     if not f.exists():
         task = _try_parts(spec.raw, spec.points[0], 'test_set')[0]
         rows = task.splits(0, 0, spec.test_set['n'], spec.test_set.get('seed', 0))['test']
-        write_jsonl(rows, f)
+        # plain prompts, which every trial's task turns into its own format (`Task.pose_row`)
+        write_jsonl([{**r, 'prompt': r.get('problem', r['prompt'])} for r in rows], f)
     return f
 
 # %% ../nbs/12a_sweep.ipynb #007a103a
@@ -277,7 +278,8 @@ def test_accuracy(run_dir, test_file) -> dict:
     "Exact match of the model in `run_dir` on the rows of `test_file`, graded by the run's own task."
     model, tok = load_model(run_dir)
     rows = [dict(prompt=r['prompt'], answer=r['answer']) for r in read_jsonl(test_file, ('prompt', 'answer'))]
-    s = evaluate(model, tok, load_task(run_dir), rows).summary
+    task = load_task(run_dir)
+    s = evaluate(model, tok, task, [task.pose_row(r) for r in rows]).summary
     return dict(test_accuracy=s['accuracy'], test_n=s['n'])
 
 # %% ../nbs/12a_sweep.ipynb #96540970

@@ -1232,8 +1232,10 @@ def mathnb_train(
     if resume or restart:
         t, mc, cfg, preset, excl = _resume(out, steps, device, quiet, given, exclude, tokenizer)
     else:
-        t, mc, cfg = preset_parts(preset, task, **given, **({'steps': steps} if steps is not None else {}),
-                                  **({'device': device} if device else {}), progress=not quiet)
+        flags = {'steps': steps, 'device': device or None, 'progress': False if quiet else None}
+        # a flag wins over the same field in --set
+        t, mc, cfg = preset_parts(preset, task, **{'progress': True, **given,
+                                                   **{k: v for k, v in flags.items() if v is not None}})
         excl = exclude or []
     net, tok, meta = init_parts(init, tokenizer, cfg.device) if init else (None, None, None)
     if net is not None: mc = net.config
