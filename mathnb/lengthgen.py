@@ -14,7 +14,8 @@ from .data import (Task, DataSpecError, Problem, parse_problem, parse_digits, fo
 
 # %% auto #0
 __all__ = ['HINTS', 'LENGTH_ALPHABET', 'LENGTH_FORMATS', 'MAX_DIGITS', 'SCHEMES', 'model_text', 'read_answer', 'LengthTask',
-           'scheme_config', 'position_table', 'method_name', 'length_curves', 'reach', 'length_table', 'plot_lengths']
+           'scheme_config', 'position_table', 'method_name', 'length_curves', 'reach', 'length_table', 'plot_lengths',
+           'save_lengths', 'load_lengths']
 
 # %% ../nbs/13_lengthgen.ipynb #9cc014a6
 HINTS = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ'
@@ -46,7 +47,7 @@ def read_answer(completion:str, fmt:str='reverse') -> str:
         text = text[1::2]
     return normalize_answer(text[::-1]) if text.isdigit() else ''
 
-# %% ../nbs/13_lengthgen.ipynb #608bbfa7
+# %% ../nbs/13_lengthgen.ipynb #8a844eda
 def _draw(rng:random.Random, d:int) -> int: return rng.randrange(10**(d - 1) if d > 1 else 0, 10**d)
 
 @register_task
@@ -117,10 +118,11 @@ class LengthTask(Task):
         return parse_completion(completion).steps if self.fmt == 'think' else None
 
     def outside(self, row:dict) -> str|None:
+        "None up to `test_digits`: lengths beyond training are what this task is for (and `model_for` routes them here)."
         d = row.get('digits')
-        if d is not None and d > self.hi:
-            return (f'this model was trained on operands of up to {self.hi} digits; {d} digits tests how '
-                    'far it generalizes')
+        if d is not None and d > self.test_digits:
+            return (f'this model was trained on operands of up to {self.hi} digits and tested up to '
+                    f'{self.test_digits}; expect guesses beyond that')
         return None
 
 def _plain(text) -> bool:
@@ -211,3 +213,24 @@ def plot_lengths(curves:dict, train_digits:int, ax=None, which:str='best'):
            title=f'Length generalization ({which} seed of each method)')
     ax.legend(fontsize=7, loc='lower left')
     return ax
+
+# %% ../nbs/13_lengthgen.ipynb #039ee830
+def save_lengths(curves:dict, train_digits:int, out='figures', name:str='lengthgen') -> list[Path]:
+    "Write `curves` to `out/name.json`, their `length_table` to `out/name.md` and `plot_lengths` to `out/name.png`."
+    import matplotlib.pyplot as plt
+    from mathnb.core import save_png
+    out = Path(out)
+    atomic_write(out/f'{name}.json', json.dumps(dict(train_digits=train_digits, curves=curves), indent=1))
+    atomic_write(out/f'{name}.md', length_table(curves, train_digits) + '\n')
+    fig, ax = plt.subplots(figsize=(7, 4))
+    plot_lengths(curves, train_digits, ax)
+    save_png(fig, out/f'{name}.png')
+    plt.close(fig)
+    return [out/f'{name}.{e}' for e in ('json', 'md', 'png')]
+
+def load_lengths(path) -> tuple[dict, int]:
+    "The curves and training length that `save_lengths` wrote to JSON `path` (seeds and lengths as integers)."
+    d = json.loads(Path(path).read_text())
+    curves = {m: {int(s): {int(k): v for k, v in c.items()} for s, c in seeds.items()}
+              for m, seeds in d['curves'].items()}
+    return curves, d['train_digits']
