@@ -17,19 +17,24 @@ __all__ = ['HINTS', 'LENGTH_ALPHABET', 'LENGTH_FORMATS', 'MAX_DIGITS', 'SCHEMES'
            'scheme_config', 'position_table', 'method_name', 'length_curves', 'reach', 'length_table', 'plot_lengths',
            'save_lengths', 'load_lengths']
 
-# %% ../nbs/13_lengthgen.ipynb #9cc014a6
+# %% ../nbs/13_lengthgen.ipynb #ceb8349b
 HINTS = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ'
 LENGTH_ALPHABET = MATH_ALPHABET + HINTS        # the character tokenizer of length-generalization models
-LENGTH_FORMATS = ('reverse', 'hints', 'think', 'plain')
+LENGTH_FORMATS = ('reverse', 'pad', 'hints', 'think', 'plain')
 MAX_DIGITS = 40
 
 def _hinted(n:int, start:int) -> str:
     "`n` written units first, each digit after the hint letter of its significance."
     return ''.join(HINTS[start + i] + d for i, d in enumerate(str(n)[::-1]))
 
+def _units_first(n:int, width:int) -> str: return str(n).zfill(width)[::-1]
+
 def model_text(p:Problem, fmt:str='reverse', start:int=0) -> tuple[str, str]:
     "The prompt and target a model of format `fmt` reads and writes for addition `p` (hints from `start`)."
     if fmt == 'reverse': return f'{str(p.a)[::-1]}+{str(p.b)[::-1]}=', f'{str(p.value)[::-1]}<end>'
+    if fmt == 'pad':                     # units first, both operands n digits, the sum n + 1 (Cho et al. 2024)
+        n = max(len(str(p.a)), len(str(p.b)))
+        return f'{_units_first(p.a, n)}+{_units_first(p.b, n)}=', f'{_units_first(p.value, n + 1)}<end>'
     if fmt == 'hints': return f'{_hinted(p.a, start)}+{_hinted(p.b, start)}=', f'{_hinted(p.value, start)}<end>'
     if fmt in ('think', 'plain'): return p.prompt, format_target(p, fmt)
     raise DataSpecError(f'unknown format {fmt!r}: choose from {", ".join(LENGTH_FORMATS)}')
