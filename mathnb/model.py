@@ -59,6 +59,7 @@ class GPTConfig:
     pos_ids: str = 'index'
     pos_range: int|None = None   # ids lie in 0..pos_range-1 (default block_size): the learned table's size
     pos_tokens: list|None = None # token ids of the digits 0-9 and of '=', which 'abacus' and 'coupled' read
+    pos_spread: bool = False     # training moves 'abacus'/'coupled' ids 1..m to random ones in order, not by one offset
     window: int|None = None      # sliding-window attention: each token sees itself and the window-1 before it
     dropout: float = 0.0
     bias: bool = True            # biases in linear layers and LayerNorm
@@ -88,7 +89,7 @@ class GPTConfig:
             if type(v) not in (int, float) or not (0 < v < math.inf):
                 raise ConfigError(f'{k}={v!r}: must be a positive finite number')
         if self.ff_dim > _MAX_DIM: raise ConfigError(f'MLP size {self.ff_dim:,} (mlp_ratio × n_embd): too large')
-        for k in ('prenorm', 'bias', 'tie_embeddings'):
+        for k in ('prenorm', 'bias', 'tie_embeddings', 'pos_spread'):
             if type(getattr(self, k)) is not bool:
                 raise ConfigError(f'{k}={getattr(self, k)!r}: must be true or false')
         if type(self.dropout) not in (int, float) or not 0 <= self.dropout < 1:
@@ -160,6 +161,14 @@ def _offset(ids:torch.Tensor, n:int) -> torch.Tensor:
     off = (torch.rand(top.shape, device=ids.device) * (n - top)).long()      # 0..n-1-top
     return torch.where(ids > 0, ids + off, 0)
 
+def _spread(ids:torch.Tensor, n:int) -> torch.Tensor:
+    "Nonzero `ids` (B, S) of each row mapped, in order, onto a sorted random sample of 1..n-1."
+    top = ids.amax(-1).tolist()
+    if max(top, default=0) >= n: raise ValueError(f'position id {max(top)} does not fit pos_range={n}')
+    table = torch.zeros((ids.size(0), n), dtype=torch.long, device=ids.device)
+    for r, t in enumerate(top): table[r, 1:t + 1] = torch.randperm(n - 1, device=ids.device)[:t].sort().values + 1
+    return table.gather(-1, ids)
+
 def scheme_ids(cfg:GPTConfig, idx:torch.Tensor, real:torch.Tensor|None=None,
                train:bool=False) -> torch.Tensor:
     """Position ids (B, S) of token ids `idx` (B, S) under `cfg.pos_ids`; `real` masks padding (False).
@@ -183,7 +192,8 @@ def scheme_ids(cfg:GPTConfig, idx:torch.Tensor, real:torch.Tensor|None=None,
         first_eq = eq & (seen == 1)
         answer = (seen > 0) & ~first_eq & (ids > 0)
         ids = torch.where(first_eq, 1, torch.where(answer, ids + 1, ids))
-    return _offset(ids, n) if train else ids.clamp(max=n - 1)
+    if not train: return ids.clamp(max=n - 1)
+    return _spread(ids, n) if cfg.pos_spread else _offset(ids, n)
 
 # %% ../nbs/01_model.ipynb #52930778
 def rope_cos_sin(pos:torch.Tensor, head_dim:int, theta:float=10000.0) -> tuple[torch.Tensor, torch.Tensor]:

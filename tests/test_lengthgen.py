@@ -26,7 +26,7 @@ def test_a_run_records_its_scheme_and_tests_lengths_beyond_training(tiny_run):
     cfg = json.loads((tiny_run/'config.json').read_text())
     ev = json.loads((tiny_run/'eval.json').read_text())
     assert cfg['task']['kind'] == 'lengthgen' and cfg['task']['test_digits'] == 30
-    if cfg['task']['format'] == 'reverse':
+    if cfg['task']['format'] == 'pad':
         assert cfg['model']['pos_ids'] == 'coupled' and len(cfg['model']['pos_tokens']) == 11
     assert max(map(int, ev['by_digits'])) == 30 and min(map(int, ev['by_digits'])) == 1
 
@@ -97,3 +97,13 @@ def test_reading_answers_never_raises():
     for fmt in ('reverse', 'hints', 'think', 'plain'):
         for junk in ['', '<end>', '\x00', 'a' * 500, '<think></think><end>', '9' * 100 + '<end>']:
             assert isinstance(read_answer(junk, fmt), str)
+
+
+@pytest.mark.skipif(not SHIPPED.exists(), reason='no shipped add-long model')
+def test_solver_and_app_route_long_additions_to_add_long():
+    from mathnb.data import model_for
+    from mathnb.solver import AutoSolver
+    assert model_for('12345678901234567890+1=').name == 'add-long'
+    assert model_for('23+45=').name == 'add3-cot'                   # short problems keep the chain-of-thought model
+    sol = AutoSolver().solve('1234567+7654321=')
+    assert sol.answer == '8888888' and sol.correct, (sol.answer, sol.completion)
