@@ -916,12 +916,12 @@ TRAIN_PRESETS = {
                             model_overrides=dict(n_layer=3, n_embd=128, n_head=4, block_size=192),
                             train=dict(steps=700, batch_size=32, warmup=30, n_val=100, n_test=200,
                                        eval_every=100)),
-    # length generalization (13_lengthgen): 1-10-digit addition, units first and zero-padded, coupled positions;
-    # tested to 30 digits (mathnb/pretrained/add-long)
+    # length generalization (13_lengthgen): 1-10-digit addition, units first and zero-padded, RoPE on coupled ids
+    # spread in training; tested to 30 digits (mathnb/pretrained/add-long)
     'add-long':        dict(task=dict(kind='lengthgen', digits='1-10', format='pad', test_digits=30),
-                            model='tiny', model_overrides=dict(pos='learned', pos_ids='coupled', pos_range=64,
-                                                               block_size=128),
-                            train=dict(steps=4000, batch_size=128, lr=1e-3, min_lr=1e-4, n_val=300, n_test=600,
+                            model='tiny', model_overrides=dict(pos='rope', pos_ids='coupled', pos_range=64,
+                                                               pos_spread=True, block_size=128),
+                            train=dict(steps=3000, batch_size=128, lr=1e-3, min_lr=1e-4, n_val=300, n_test=600,
                                        eval_every=250)),
     # language modelling on a corpus written by mathnb-corpus: llama-style (RMSNorm, RoPE, SwiGLU, GQA)
     'pretrain':        dict(task=dict(kind='corpus', data='data/mathcorpus/shuffled', context=128),
