@@ -160,11 +160,15 @@ def position_table(problem:str='345+67=', fmt:str='reverse', schemes=tuple(SCHEM
         lines.append(f'| {name} | ' + ' | '.join(map(str, shown)) + ' |')
     return '\n'.join(lines)
 
-# %% ../nbs/13_lengthgen.ipynb #bddc64a8
+# %% ../nbs/13_lengthgen.ipynb #de4491b4
+_EMB = {'learned': 'learned', 'rope': 'RoPE', 'none': 'NoPE', 'sinusoidal': 'sinusoidal'}
+_IDS = {'random': 'randomized', 'abacus': 'Abacus', 'coupled': 'coupling'}
+
 def method_name(model:dict, task:dict) -> str:
-    "A run's method in words, from its `config.json` model and task settings: scheme + format."
-    ids, pos = model.get('pos_ids', 'index'), model.get('pos', 'learned')
-    name = next((n for n, v in SCHEMES.items() if v == (pos, ids)), f'{pos}/{ids}')
+    "A run's method in words, from its `config.json` model and task settings: ids (embedding) + format."
+    ids, emb = model.get('pos_ids', 'index'), _EMB.get(model.get('pos', 'learned'), model.get('pos'))
+    spread = ', spread' if model.get('pos_spread') and ids in ('abacus', 'coupled') else ''
+    name = emb if ids == 'index' else f'{_IDS.get(ids, ids)}{spread} ({emb})'
     return f"{name} + {task.get('format', '?')}"
 
 def length_curves(runs) -> dict:
