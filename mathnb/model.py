@@ -36,7 +36,8 @@ class ConfigError(UserError):
 
 _MAX_DIM = 2**31 - 1    # no dimension of a model anyone can build is larger
 _CHOICES = dict(norm=('layernorm', 'rmsnorm'), mlp=('gelu', 'swiglu'),
-                pos=('learned', 'sinusoidal', 'rope', 'none'), pos_ids=('index', 'random', 'abacus', 'coupled'))
+                pos=('learned', 'sinusoidal', 'rope', 'none'),
+                pos_ids=('index', 'random', 'abacus', 'coupled'))
 
 @dataclass
 class GPTConfig:
@@ -55,11 +56,11 @@ class GPTConfig:
     pos: str = 'learned'         # 'learned', 'sinusoidal', 'rope' or 'none'
     rope_theta: float = 10000.0
     # which position id each token gets: 'index' (0, 1, 2, ...), 'random' (sorted random ids in training),
-    # 'abacus' (a digit's place in its number) or 'coupled' (digits of one significance share an id): `scheme_ids`
+    # 'abacus' (a digit's place in its number) or 'coupled' (one significance, one id): see `scheme_ids`
     pos_ids: str = 'index'
     pos_range: int|None = None   # ids lie in 0..pos_range-1 (default block_size): the learned table's size
     pos_tokens: list|None = None # token ids of the digits 0-9 and of '=', which 'abacus' and 'coupled' read
-    pos_spread: bool = False     # training moves 'abacus'/'coupled' ids 1..m to random ones in order, not by one offset
+    pos_spread: bool = False     # training maps 'abacus'/'coupled' ids 1..m to random ones in order (no offset)
     window: int|None = None      # sliding-window attention: each token sees itself and the window-1 before it
     dropout: float = 0.0
     bias: bool = True            # biases in linear layers and LayerNorm
@@ -166,7 +167,8 @@ def _spread(ids:torch.Tensor, n:int) -> torch.Tensor:
     top = ids.amax(-1).tolist()
     if max(top, default=0) >= n: raise ValueError(f'position id {max(top)} does not fit pos_range={n}')
     table = torch.zeros((ids.size(0), n), dtype=torch.long, device=ids.device)
-    for r, t in enumerate(top): table[r, 1:t + 1] = torch.randperm(n - 1, device=ids.device)[:t].sort().values + 1
+    for r, t in enumerate(top):
+        table[r, 1:t + 1] = torch.randperm(n - 1, device=ids.device)[:t].sort().values + 1
     return table.gather(-1, ids)
 
 def scheme_ids(cfg:GPTConfig, idx:torch.Tensor, real:torch.Tensor|None=None,
@@ -805,7 +807,7 @@ def to_hf(model:GPT, tokenizer:MathTokenizer|None=None):
     c = model.config
     if wrong := [f'{k}={getattr(c, k)!r} (needs {v!r})' for k, v in _LLAMA.items() if getattr(c, k) != v]:
         raise ValueError(f'to_hf exports llama-compatible configs only: {", ".join(wrong)}')
-    if c.pos_ids != 'index': raise ValueError(f'to_hf: Llama numbers positions 0, 1, 2, ...; not {c.pos_ids!r}')
+    if c.pos_ids != 'index': raise ValueError(f'to_hf: Llama numbers positions 0, 1, 2, ..., not {c.pos_ids!r}')
     from transformers import LlamaConfig, LlamaForCausalLM
     ids = dict(pad_token_id=tokenizer.pad_id, bos_token_id=tokenizer.bos_id,
                eos_token_id=tokenizer.end_id) if tokenizer else {}
