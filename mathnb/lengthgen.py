@@ -194,13 +194,13 @@ def reach(curve:dict, level:float=0.99) -> int:
         n = d
     return n
 
-# %% ../nbs/13_lengthgen.ipynb #2de2f9bc
+# %% ../nbs/13_lengthgen.ipynb #97f62d18
 def _median_seed(seeds:dict):
     "The seed whose reach is the median of the seeds' (the lower middle of an even count)."
     order = sorted(seeds, key=lambda s: (reach(seeds[s]), sum(seeds[s].values())))
     return order[(len(order) - 1) // 2]
 
-def length_table(curves:dict, train_digits:int, at=(10, 15, 20, 25, 30)) -> str:
+def length_table(curves:dict, train_digits:int, at=(5, 10, 11, 12, 15, 20, 30)) -> str:
     "Markdown: per method, the best and the median seed's exact match at lengths `at`, and their reach."
     head = ('| method | seeds | ' + ' | '.join(f'{d} digits (best / median)' for d in at)
             + ' | reach best / median |')
