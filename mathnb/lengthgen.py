@@ -194,7 +194,7 @@ def reach(curve:dict, level:float=0.99) -> int:
         n = d
     return n
 
-# %% ../nbs/13_lengthgen.ipynb #97f62d18
+# %% ../nbs/13_lengthgen.ipynb #78de3cbe
 def _median_seed(seeds:dict):
     "The seed whose reach is the median of the seeds' (the lower middle of an even count)."
     order = sorted(seeds, key=lambda s: (reach(seeds[s]), sum(seeds[s].values())))
@@ -217,7 +217,7 @@ def length_table(curves:dict, train_digits:int, at=(5, 10, 11, 12, 15, 20, 30)) 
 def plot_lengths(curves:dict, train_digits:int, ax=None, which:str='best'):
     "Exact match against operand length, a line per method (`best` or `median` seed); training range shaded."
     import matplotlib.pyplot as plt
-    ax = ax or plt.subplots(figsize=(7, 4))[1]
+    ax = ax or plt.subplots(figsize=(10, 4))[1]
     ax.axvspan(0.5, train_digits + 0.5, color='0.9', label='training lengths')
     for m, seeds in curves.items():
         s = (max(seeds, key=lambda s: (reach(seeds[s]), sum(seeds[s].values()))) if which == 'best'
@@ -226,10 +226,11 @@ def plot_lengths(curves:dict, train_digits:int, ax=None, which:str='best'):
         ax.plot(list(c), [100 * v for v in c.values()], marker='.', label=m)
     ax.set(xlabel='operand length (digits)', ylabel='exact match (%)', ylim=(-3, 103),
            title=f'Length generalization ({which} seed of each method)')
-    ax.legend(fontsize=7, loc='lower left')
+    ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1))
+    ax.figure.tight_layout()
     return ax
 
-# %% ../nbs/13_lengthgen.ipynb #24911524
+# %% ../nbs/13_lengthgen.ipynb #fa99ece3
 def save_lengths(curves:dict, train_digits:int, out='figures', name:str='lengthgen') -> list[Path]:
     "Write `curves` to `out/name.json`, `length_table` to `out/name.md` and `plot_lengths` to `out/name.png`."
     import matplotlib.pyplot as plt
@@ -237,7 +238,7 @@ def save_lengths(curves:dict, train_digits:int, out='figures', name:str='lengthg
     out = Path(out)
     atomic_write(out/f'{name}.json', json.dumps(dict(train_digits=train_digits, curves=curves), indent=1))
     atomic_write(out/f'{name}.md', length_table(curves, train_digits) + '\n')
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(10, 4))
     plot_lengths(curves, train_digits, ax)
     save_png(fig, out/f'{name}.png')
     plt.close(fig)
