@@ -61,6 +61,7 @@ class GPTConfig:
     pos_range: int|None = None   # ids lie in 0..pos_range-1 (default block_size): the learned table's size
     pos_tokens: list|None = None # token ids of the digits 0-9 and of '=', which 'abacus' and 'coupled' read
     pos_spread: bool = False     # training maps 'abacus'/'coupled' ids 1..m to random ones in order (no offset)
+    pos_stride: int = 1          # evaluation multiplies 'abacus'/'coupled' ids by this: gaps like spread training
     window: int|None = None      # sliding-window attention: each token sees itself and the window-1 before it
     dropout: float = 0.0
     bias: bool = True            # biases in linear layers and LayerNorm
@@ -72,7 +73,7 @@ class GPTConfig:
             if getattr(self, k) not in opts:
                 raise ConfigError(f'{k}={getattr(self, k)!r}: choose one of {opts}')
         optional = ('n_kv_head', 'd_ff', 'window', 'pos_range')
-        for k in ('vocab_size', 'block_size', 'n_layer', 'n_head', 'n_embd', *optional):
+        for k in ('vocab_size', 'block_size', 'n_layer', 'n_head', 'n_embd', 'pos_stride', *optional):
             v = getattr(self, k)
             if not (v is None and k in optional) and (type(v) is not int or v < 1):
                 raise ConfigError(f'{k}={v!r}: must be a positive integer')
@@ -194,7 +195,8 @@ def scheme_ids(cfg:GPTConfig, idx:torch.Tensor, real:torch.Tensor|None=None,
         first_eq = eq & (seen == 1)
         answer = (seen > 0) & ~first_eq & (ids > 0)
         ids = torch.where(first_eq, 1, torch.where(answer, ids + 1, ids))
-    if not train: return ids.clamp(max=n - 1)
+    if not train:                                                             # a learned table ends at n - 1
+        return (ids * cfg.pos_stride).clamp(max=n - 1) if cfg.pos == 'learned' else ids * cfg.pos_stride
     return _spread(ids, n) if cfg.pos_spread else _offset(ids, n)
 
 # %% ../nbs/01_model.ipynb #52930778

@@ -920,7 +920,7 @@ TRAIN_PRESETS = {
     # spread in training; tested to 30 digits (mathnb/pretrained/add-long)
     'add-long':        dict(task=dict(kind='lengthgen', digits='1-10', format='pad', test_digits=30),
                             model='tiny', model_overrides=dict(pos='rope', pos_ids='coupled', pos_range=64,
-                                                               pos_spread=True, block_size=128),
+                                                               pos_spread=True, pos_stride=2, block_size=128),
                             train=dict(steps=3000, batch_size=128, lr=1e-3, min_lr=1e-4, n_val=300, n_test=600,
                                        eval_every=250)),
     # language modelling on a corpus written by mathnb-corpus: llama-style (RMSNorm, RoPE, SwiGLU, GQA)
