@@ -277,28 +277,26 @@ def _check_prompt(prompt:str, tok:MathTokenizer, block_size:int|None, where:str)
         raise DataError(f'{where}: a {n}-token prompt does not fit the model (block_size {block_size})')
 
 # %% ../nbs/03_evaluation.ipynb #27c7d337
-def read_eval_rows(path, tok:MathTokenizer|None=None, block_size:int|None=None) -> list[dict]:
-    "Rows with string `prompt` and `answer` (normalized) from JSONL `path`, checked against `tok` and `block_size`."
+def read_eval_rows(path, tok:MathTokenizer|None=None, block_size:int|None=None,
+                   task:Task|None=None) -> list[dict]:
+    "Rows with string `prompt` and `answer` (normalized) from JSONL `path`, posed by `task`, checked against `tok`."
     path = Path(path)
     rows = [{**r, 'prompt': normalize_text(r['prompt']), 'answer': normalize_text(r['answer'])}
             for r in read_jsonl(path, required=('prompt', 'answer'))]
     if not rows: raise DataError(f'{path}: no rows')
     lines = [i for i, l in enumerate(read_text(path).split('\n'), 1) if l.strip()]
-    if tok is None: return rows
-    for r, ln in zip(rows, lines): _check_prompt(r['prompt'], tok, block_size, f'{path}:{ln}')
+    for k, ln in zip(range(len(rows)), lines):
+        if task is not None:                                            # a plain row in the model's own format
+            try: rows[k] = task.pose_row(rows[k])
+            except UserError as e: raise DataError(f'{path}:{ln}: {e}') from None
+        if tok is not None: _check_prompt(rows[k]['prompt'], tok, block_size, f'{path}:{ln}')
     return rows
 
 # %% ../nbs/03_evaluation.ipynb #d1f92ea1
 def eval_rows(path, task:Task, tok:MathTokenizer|None=None, block_size:int|None=None) -> tuple[Task, list]:
     "The task grading data file `path`, and its rows: read by a file kind's task (`file_task`), else JSONL."
     ft = file_task(path, task)
-    if ft is None:
-        rows, lines = read_eval_rows(path), [i for i, l in enumerate(read_text(path).split('\n'), 1) if l.strip()]
-        for k, ln in enumerate(lines):
-            try: rows[k] = task.pose_row(rows[k])                 # a plain row in the model's own format
-            except UserError as e: raise DataError(f'{path}:{ln}: {e}') from None
-            if tok: _check_prompt(rows[k]['prompt'], tok, block_size, f'{path}:{ln}')
-        return task, rows
+    if ft is None: return task, read_eval_rows(path, tok, block_size, task)
     rows = ft.read_file(path)
     if not rows: raise DataError(f'{path}: no rows')
     for i, r in enumerate(rows if tok else []):
